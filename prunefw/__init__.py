@@ -1,0 +1,56 @@
+"""prunefw: plugin-extensible pruning for PyTorch, built on ``torch.nn.utils.prune``.
+
+Criteria are pluggy plugins found through the ``prunefw`` entry-point group; each
+is adapted to a :class:`torch.nn.utils.prune.BasePruningMethod`, so the global
+context runs on :func:`torch.nn.utils.prune.global_unstructured`, the layer context
+on :func:`torch.nn.utils.prune.custom_from_mask`, and the result is torch's own
+reparametrization (``weight_orig``, ``weight_mask``, forward pre-hook).
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> from prunefw import GlobalPruningContext, MagnitudeCriterion, make_permanent
+    >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+    >>> GlobalPruningContext(model, [MagnitudeCriterion(amount=0.5)]).prune()
+    >>> torch.nn.utils.prune.is_pruned(model)
+    True
+    >>> _ = make_permanent(model)
+    >>> torch.nn.utils.prune.is_pruned(model)
+    False
+"""
+
+from prunefw.checkpoint import load_pruned_state_dict
+from prunefw.contexts import GlobalPruningContext, LayerPruningContext, PruningContext
+from prunefw.criteria import (
+    MagnitudeCriterion,
+    PercentileCriterion,
+    PruningCriterion,
+    RandomCriterion,
+)
+from prunefw.errors import PrunefwError
+from prunefw.hookspecs import hookimpl
+from prunefw.permanence import make_permanent
+from prunefw.registry import available_criteria, criterion
+from prunefw.report import SparsityReport, TensorSparsity, sparsity_report
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GlobalPruningContext",
+    "LayerPruningContext",
+    "MagnitudeCriterion",
+    "PercentileCriterion",
+    "PrunefwError",
+    "PruningContext",
+    "PruningCriterion",
+    "RandomCriterion",
+    "SparsityReport",
+    "TensorSparsity",
+    "__version__",
+    "available_criteria",
+    "criterion",
+    "hookimpl",
+    "load_pruned_state_dict",
+    "make_permanent",
+    "sparsity_report",
+]

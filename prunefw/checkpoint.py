@@ -1,0 +1,148 @@
+"""Loading a pruned model's ``state_dict`` into a fresh, unpruned model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from prunefw._rollback import rollback_on_error
+from prunefw.errors import CheckpointError, InvalidTypeError
+from prunefw.reparametrization import (
+    install_deepcopy_support,
+    pruned_tensor_names,
+    refresh_pruned_tensors,
+    release_mask_reference,
+)
+
+if TYPE_CHECKING:
+    from torch.nn.modules.module import _IncompatibleKeys
+
+__all__ = ["load_pruned_state_dict"]
+
+
+def _split(key: str) -> tuple[str, str]:
+    module_name, _, name = key.rpartition(".")
+    return module_name, name
+
+
+def load_pruned_state_dict(
+    model: nn.Module, state_dict: Mapping[str, Any], strict: bool = True
+) -> _IncompatibleKeys:
+    """Load a pruned model's ``state_dict`` into ``model``, rebuilding the pruning first.
+
+    A pruned model saves ``name_orig`` and ``name_mask`` instead of ``name``, which
+    a fresh model refuses (missing ``weight``, unexpected ``weight_orig``). For every
+    ``name_mask`` / ``name_orig`` pair in ``state_dict``, this applies
+    :func:`torch.nn.utils.prune.custom_from_mask` with the saved mask to the
+    matching tensor of ``model`` (unless it is already pruned), then loads
+    everything with :meth:`~torch.nn.Module.load_state_dict`. The result computes
+    the same forward as the saved model. Unpruned ``state_dict`` entries load as
+    usual, so this also works for partially pruned and unpruned checkpoints.
+
+    Everything is checked before any tensor is written; on error ``model`` is left
+    untouched.
+
+    Args:
+        model: A model with the same architecture as the saved one.
+        state_dict: The saved ``state_dict`` (e.g. from ``torch.load(...,
+            weights_only=True)``).
+        strict: As in :meth:`~torch.nn.Module.load_state_dict`: require the keys
+            to match exactly.
+
+    Returns:
+        torch's ``(missing_keys, unexpected_keys)`` named tuple.
+
+    Raises:
+        CheckpointError: A mask for a module or tensor the model does not have, a
+            shape mismatch, or (with ``strict``) missing or unexpected keys.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from prunefw import GlobalPruningContext, MagnitudeCriterion, load_pruned_state_dict
+        >>> make = lambda: nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
+        >>> pruned = make()
+        >>> GlobalPruningContext(pruned, [MagnitudeCriterion(amount=0.5)]).prune()
+        >>> fresh = make()
+        >>> load_pruned_state_dict(fresh, pruned.state_dict())
+        <All keys matched successfully>
+        >>> x = torch.randn(3, 4)
+        >>> torch.equal(fresh(x), pruned(x))
+        True
+    """
+    if not isinstance(model, nn.Module):
+        raise InvalidTypeError(f"load_pruned_state_dict() expects an nn.Module, got {model!r}")
+    if not isinstance(state_dict, Mapping):
+        raise InvalidTypeError(
+            "load_pruned_state_dict() expects a state_dict mapping, got "
+            f"{type(state_dict).__name__}"
+        )
+    modules = dict(model.named_modules())
+    to_prune: list[tuple[nn.Module, str, torch.Tensor]] = []
+    for key, mask in state_dict.items():
+        if not key.endswith("_mask") or key[: -len("_mask")] + "_orig" not in state_dict:
+            continue
+        module_name, name = _split(key[: -len("_mask")])
+        module = modules.get(module_name)
+        if module is None:
+            raise CheckpointError(
+                f"state_dict key {key!r} is a pruning mask for module {module_name!r}, "
+                "which the model does not have"
+            )
+        if name in pruned_tensor_names(module):
+            continue
+        param = module._parameters.get(name)
+        if not isinstance(param, nn.Parameter):
+            raise CheckpointError(
+                f"state_dict key {key!r} is a pruning mask for {module_name or 'the model'}."
+                f"{name}, but that module has no parameter {name!r}"
+            )
+        if not isinstance(mask, torch.Tensor) or mask.shape != param.shape:
+            shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise CheckpointError(
+                f"state_dict key {key!r} has shape {shape}, but the model's "
+                f"{key[: -len('_mask')]} has shape {tuple(param.shape)}"
+            )
+        to_prune.append((module, name, mask))
+
+    with rollback_on_error(module for module, _, _ in to_prune):
+        for module, name, mask in to_prune:
+            prune.custom_from_mask(module, name, mask.to(device=getattr(module, name).device))
+            release_mask_reference(module, name)
+            install_deepcopy_support(module)
+        _check_compatible(model, state_dict, strict)
+        result = model.load_state_dict(state_dict, strict=strict)
+    for module in modules.values():
+        refresh_pruned_tensors(module)
+    return result
+
+
+def _check_compatible(model: nn.Module, state_dict: Mapping[str, Any], strict: bool) -> None:
+    expected = model.state_dict(keep_vars=True)
+    problems = []
+    if strict:
+        missing = sorted(set(expected) - set(state_dict))
+        unexpected = sorted(set(state_dict) - set(expected))
+        if missing:
+            problems.append(f"missing keys: {', '.join(missing)}")
+        if unexpected:
+            problems.append(f"unexpected keys: {', '.join(unexpected)}")
+    for key, value in state_dict.items():
+        target = expected.get(key)
+        if (
+            isinstance(target, torch.Tensor)
+            and isinstance(value, torch.Tensor)
+            and target.shape != value.shape
+        ):
+            problems.append(
+                f"{key}: checkpoint shape {tuple(value.shape)}, model shape {tuple(target.shape)}"
+            )
+    if problems:
+        raise CheckpointError(
+            "the state_dict does not fit the model (after rebuilding its pruning): "
+            + "; ".join(problems)
+        )

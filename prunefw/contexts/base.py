@@ -1,0 +1,128 @@
+"""What both pruning contexts share: criteria checks, scores, the prune transaction."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+
+import torch
+
+from prunefw._rollback import rollback_on_error
+from prunefw.criteria.base import PruningCriterion
+from prunefw.errors import InvalidArgumentError, InvalidTypeError
+from prunefw.permanence import remove_pruning
+from prunefw.reparametrization import install_deepcopy_support, release_mask_reference
+from prunefw.targets import PruningTarget, check_finite
+
+__all__ = ["PruningContext", "as_criteria", "importance_scores"]
+
+
+def as_criteria(value: object, where: str) -> tuple[PruningCriterion, ...]:
+    """Normalize one criterion or a sequence of them, refusing anything else.
+
+    Args:
+        value: A :class:`~prunefw.PruningCriterion` or a non-empty sequence of them.
+        where: What the criteria are for, for messages.
+
+    Returns:
+        The criteria as a tuple, in order.
+
+    Raises:
+        InvalidTypeError: Something that is not a criterion instance.
+        InvalidArgumentError: An empty sequence.
+    """
+    items = [value] if isinstance(value, PruningCriterion) else value
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        raise InvalidTypeError(
+            f"criteria for {where} must be a PruningCriterion or a list of them, got {value!r}"
+        )
+    for item in items:
+        if isinstance(item, type) and issubclass(item, PruningCriterion):
+            raise InvalidTypeError(
+                f"criteria for {where}: got the class {item.__name__}; pass an instance, "
+                f"e.g. {item.__name__}(...)"
+            )
+        if not isinstance(item, PruningCriterion):
+            raise InvalidTypeError(
+                f"criteria for {where}: {item!r} is not a PruningCriterion (use a built-in "
+                "criterion, prunefw.criterion(name, ...), or subclass PruningCriterion)"
+            )
+    if not items:
+        raise InvalidArgumentError(f"no criteria given for {where}: pass at least one")
+    return tuple(items)
+
+
+def importance_scores(criterion: PruningCriterion, target: PruningTarget) -> torch.Tensor | None:
+    """Ask ``criterion`` for its scores of ``target`` and check them.
+
+    Returns:
+        The detached scores, or ``None`` for the default magnitude scores.
+
+    Raises:
+        InvalidTypeError: The criterion returned something other than a tensor or None.
+        InvalidArgumentError: Scores of the wrong shape.
+        NonFiniteWeightsError: NaN or infinite scores.
+    """
+    scores = criterion.importance_scores(target.module, target.name)
+    if scores is None:
+        return None
+    if not isinstance(scores, torch.Tensor):
+        raise InvalidTypeError(
+            f"{criterion!r}.importance_scores returned {type(scores).__name__} for "
+            f"{target.label}; expected a tensor or None"
+        )
+    shape = getattr(target.module, target.name).shape
+    if scores.shape != shape:
+        raise InvalidArgumentError(
+            f"{criterion!r}.importance_scores returned shape {tuple(scores.shape)} for "
+            f"{target.label}; expected {tuple(shape)}"
+        )
+    check_finite(target, scores, f"importance scores from {criterion!r}")
+    return scores.detach()
+
+
+def annotate(exc: BaseException, note: str) -> None:
+    """Add ``note`` to ``exc`` (shown under its traceback) where Python supports it."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+
+
+class PruningContext(abc.ABC):
+    """Base class of the pruning contexts.
+
+    A context knows which tensors it prunes (:attr:`targets`) and how.
+    :meth:`prune` is all-or-nothing: if anything fails, every module is left exactly
+    as it was (parameters, buffers, hooks, attributes, ``state_dict``).
+    """
+
+    targets: tuple[PruningTarget, ...]
+
+    def prune(self) -> None:
+        """Prune every target; on any error, leave the model untouched and re-raise.
+
+        Raises:
+            NonFiniteWeightsError: A target holds NaN or infinite weights.
+            InvalidMaskError: A criterion returned a bad mask.
+            InvalidArgumentError: A criterion's amount does not fit a tensor.
+            Exception: Whatever a criterion raised, with a note naming it and
+                the tensor.
+        """
+        for target in self.targets:
+            check_finite(target, getattr(target.module, target.name).detach())
+        with rollback_on_error(target.module for target in self.targets):
+            self._prune()
+            for target in self.targets:
+                release_mask_reference(target.module, target.name)
+                install_deepcopy_support(target.module)
+
+    @abc.abstractmethod
+    def _prune(self) -> None:
+        """Apply the criteria; called inside the rollback transaction."""
+
+    def make_permanent(self) -> None:
+        """Make this context's pruning permanent (``prune.remove`` on its targets).
+
+        Targets that are not pruned (any more) are skipped. See
+        :func:`prunefw.make_permanent` for what stays and what goes.
+        """
+        remove_pruning((target.module, target.name) for target in self.targets)

@@ -1,0 +1,126 @@
+"""Global pruning: one criterion decision over all selected tensors at once."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from torch import nn
+from torch.nn.utils import prune
+
+from prunefw.contexts.base import PruningContext, annotate, as_criteria, importance_scores
+from prunefw.criteria.base import PruningCriterion
+from prunefw.errors import PruningTypeError
+from prunefw.targets import select_targets
+
+__all__ = ["GlobalPruningContext"]
+
+
+class GlobalPruningContext(PruningContext):
+    """Prune the tensors of a model together, with one or more unstructured criteria.
+
+    Each criterion is dispatched to :func:`torch.nn.utils.prune.global_unstructured`
+    with the criterion's ``PruningMethod`` adapter: the entries of all selected
+    tensors are ranked together (so layers end up with different sparsities), and
+    every tensor gets torch's native reparametrization (``weight_orig``,
+    ``weight_mask``, forward pre-hook), so :func:`torch.nn.utils.prune.is_pruned`
+    and :func:`torch.nn.utils.prune.remove` work. Criteria apply in order, each on
+    the entries still unpruned (torch's ``PruningContainer`` semantics): two
+    ``amount=0.5`` criteria prune 75%.
+
+    Which tensors: by default ``weight`` of every ``Linear``, ``Conv1d/2d/3d`` and
+    ``ConvTranspose1d/2d/3d`` module. Narrow it with ``module_types``, ``include``
+    and ``exclude`` (globs on qualified module names, e.g. ``"features.*"``), choose
+    another tensor with ``tensor_name``, or give explicit ``parameters``.
+
+    Args:
+        model: The model to prune.
+        criteria: One criterion or a list of them (all ``"unstructured"``).
+        parameters: Explicit ``(module, tensor name)`` pairs; excludes the
+            selection arguments below.
+        module_types: Module classes to select (default: Linear and convolutions).
+        include: Glob(s) a module's qualified name must match (default: any).
+        exclude: Glob(s) that remove matching modules.
+        tensor_name: The tensor to prune in selected modules (default ``"weight"``).
+
+    Raises:
+        PruningTypeError: A criterion is not ``"unstructured"``.
+        TargetError: No tensor selected, a tensor listed twice, a missing tensor.
+        InvalidTypeError: Arguments of the wrong type.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from prunefw import GlobalPruningContext, MagnitudeCriterion, sparsity_report
+        >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+        <torch._C.Generator object at ...>
+        >>> model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+        >>> GlobalPruningContext(model, [MagnitudeCriterion(amount=0.75)]).prune()
+        >>> round(sparsity_report(model, pruned_only=True).sparsity, 2)
+        0.75
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        criteria: PruningCriterion | Sequence[PruningCriterion],
+        *,
+        parameters: Iterable[tuple[nn.Module, str]] | None = None,
+        module_types: Sequence[type[nn.Module]] | None = None,
+        include: str | Sequence[str] | None = None,
+        exclude: str | Sequence[str] | None = None,
+        tensor_name: str = "weight",
+    ) -> None:
+        self.model = model
+        self.criteria = as_criteria(criteria, "GlobalPruningContext")
+        for crit in self.criteria:
+            if crit.PRUNING_TYPE != "unstructured":
+                raise PruningTypeError(
+                    f"{crit!r} has PRUNING_TYPE {crit.PRUNING_TYPE!r}; GlobalPruningContext "
+                    "(torch's global_unstructured) only takes 'unstructured' criteria. "
+                    "Use LayerPruningContext for it."
+                )
+        self.targets = tuple(
+            select_targets(
+                model,
+                parameters=parameters,
+                module_types=module_types,
+                include=include,
+                exclude=exclude,
+                tensor_name=tensor_name,
+            )
+        )
+
+    def _prune(self) -> None:
+        pairs = [(target.module, target.name) for target in self.targets]
+        for crit in self.criteria:
+            try:
+                scores = {target.key: importance_scores(crit, target) for target in self.targets}
+                custom = any(s is not None for s in scores.values())
+                importance = None
+                if custom:
+                    importance = {
+                        (t.module, t.name): scores[t.key]
+                        if scores[t.key] is not None
+                        else getattr(t.module, t.name).detach().abs()
+                        for t in self.targets
+                    }
+                prune.global_unstructured(
+                    pairs,
+                    pruning_method=type(crit).PruningMethod,
+                    importance_scores=importance,
+                    criterion=crit,
+                    magnitude=not custom,
+                )
+            except Exception as exc:
+                annotate(
+                    exc,
+                    f"while applying {crit!r} globally to {len(pairs)} tensors "
+                    f"({', '.join(t.label for t in self.targets[:4])}"
+                    f"{', ...' if len(pairs) > 4 else ''}); the model was left unchanged",
+                )
+                raise
+
+    def __repr__(self) -> str:
+        return (
+            f"GlobalPruningContext({len(self.targets)} tensors, criteria={list(self.criteria)!r})"
+        )

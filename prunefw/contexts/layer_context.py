@@ -1,0 +1,118 @@
+"""Layer-wise pruning: each tensor gets its own criteria, pruned on its own."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils import prune
+
+from prunefw.contexts.base import PruningContext, annotate, as_criteria, importance_scores
+from prunefw.criteria.base import PruningCriterion
+from prunefw.errors import InvalidArgumentError, InvalidTypeError
+from prunefw.methods import compute_mask
+from prunefw.targets import PruningTarget, check_unique, make_target, resolve_module
+
+__all__ = ["LayerKey", "LayerPruningContext"]
+
+#: A key of the layer map: a module, a qualified module name, or either paired
+#: with a tensor name.
+LayerKey = nn.Module | str | tuple[nn.Module | str, str]
+
+
+class LayerPruningContext(PruningContext):
+    """Prune each listed tensor separately, with its own list of criteria.
+
+    For each tensor, each criterion computes a mask with torch's
+    ``PruningContainer`` semantics (it sees only the still-unpruned entries, or for
+    ``"structured"`` criteria the surviving channels) and the mask is applied with
+    :func:`torch.nn.utils.prune.custom_from_mask`, one call per criterion, in order.
+    The result is torch's native reparametrization.
+
+    Args:
+        layer_criteria: Maps a key to one criterion or a list of them. A key is a
+            module, a qualified module name such as ``"features.0"`` (needs
+            ``model``), or a ``(module or name, tensor name)`` pair to prune a tensor
+            other than ``tensor_name``.
+        model: The model that qualified names refer to; also used to name modules
+            in messages and reports.
+        tensor_name: The tensor pruned for keys that do not name one (default
+            ``"weight"``).
+
+    Raises:
+        TargetError: A name not found, a module without the tensor, or a tensor
+            listed twice (e.g. as a module and as its name).
+        InvalidTypeError: A key or criterion of the wrong type.
+        InvalidArgumentError: An empty mapping, or an empty criteria list.
+
+    Example:
+        >>> from torch import nn
+        >>> from prunefw import LayerPruningContext, MagnitudeCriterion, RandomCriterion
+        >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))
+        >>> LayerPruningContext(
+        ...     {"0": [MagnitudeCriterion(amount=0.5), RandomCriterion(0.5, seed=0)],
+        ...      model[2]: MagnitudeCriterion(amount=4)},
+        ...     model=model,
+        ... ).prune()
+        >>> int((model[0].weight_mask == 0).sum()), int((model[2].weight_mask == 0).sum())
+        (48, 4)
+    """
+
+    def __init__(
+        self,
+        layer_criteria: Mapping[LayerKey, PruningCriterion | Sequence[PruningCriterion]],
+        *,
+        model: nn.Module | None = None,
+        tensor_name: str = "weight",
+    ) -> None:
+        if not isinstance(layer_criteria, Mapping):
+            raise InvalidTypeError(
+                "LayerPruningContext expects a mapping {module or name: [criteria]}, "
+                f"got {type(layer_criteria).__name__}"
+            )
+        if not layer_criteria:
+            raise InvalidArgumentError(
+                "LayerPruningContext got no layers: there is nothing to prune"
+            )
+        if model is not None and not isinstance(model, nn.Module):
+            raise InvalidTypeError(f"model must be an nn.Module or None, got {model!r}")
+        self.model = model
+        names = {id(m): n for n, m in model.named_modules()} if model is not None else {}
+        plan: list[tuple[PruningTarget, tuple[PruningCriterion, ...]]] = []
+        for key, criteria in layer_criteria.items():
+            module, name = key if isinstance(key, tuple) and len(key) == 2 else (key, tensor_name)
+            if isinstance(module, str):
+                module = resolve_module(model, module)
+            target = make_target(module, name, names, model_given=model is not None)
+            plan.append((target, as_criteria(criteria, target.label)))
+        check_unique([target for target, _ in plan])
+        self.plan = tuple(plan)
+        self.targets = tuple(target for target, _ in plan)
+
+    def _prune(self) -> None:
+        for target, criteria in self.plan:
+            for crit in criteria:
+                try:
+                    self._apply(target, crit)
+                except Exception as exc:
+                    annotate(
+                        exc,
+                        f"while applying {crit!r} to {target.label}; the model was left unchanged",
+                    )
+                    raise
+
+    @staticmethod
+    def _apply(target: PruningTarget, crit: PruningCriterion) -> None:
+        module, name = target.module, target.name
+        scores = importance_scores(crit, target)
+        weights = getattr(module, name).detach()
+        current = getattr(module, name + "_mask", None)
+        default_mask = torch.ones_like(weights) if current is None else current.detach()
+        method = type(crit).PruningMethod(crit, magnitude=scores is None)
+        mask = compute_mask(method, weights if scores is None else scores, default_mask, name)
+        prune.custom_from_mask(module, name, mask)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{t.label}: {list(c)!r}" for t, c in self.plan)
+        return f"LayerPruningContext({{{inner}}})"

@@ -1,0 +1,62 @@
+"""Exact k-selection on score vectors, without ``torch.quantile`` or a full sort.
+
+Tie rule (used by every built-in criterion): among entries with equal scores, the
+one at the lower flat index counts as *smaller*. So "the k smallest" is always
+exactly k entries, and it is deterministic.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["largest_k", "smallest_k"]
+
+
+def smallest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Mark the ``k`` smallest entries of ``scores``.
+
+    Args:
+        scores: Any-shaped tensor of real scores without NaN.
+        k: How many entries to mark, ``0 <= k <= scores.numel()``.
+
+    Returns:
+        A bool tensor of ``scores``' shape with exactly ``k`` ``True`` entries.
+        Ties at the boundary go to the lower flat indices.
+
+    Example:
+        >>> smallest_k(torch.tensor([3.0, 1.0, 2.0, 1.0]), 2)
+        tensor([False,  True, False,  True])
+    """
+    flat = scores.reshape(-1)
+    n = flat.numel()
+    if not 0 <= k <= n:
+        raise ValueError(f"k={k} must be in [0, {n}]")
+    if k == 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    if k == n:
+        return torch.ones_like(scores, dtype=torch.bool)
+    boundary = torch.kthvalue(flat, k).values
+    selected = flat < boundary
+    missing = k - int(selected.sum())
+    if missing:
+        tied = (flat == boundary).nonzero().squeeze(1)[:missing]
+        selected[tied] = True
+    return selected.view(scores.shape)
+
+
+def largest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Mark the ``k`` largest entries of ``scores``.
+
+    Args:
+        scores: Any-shaped tensor of real scores without NaN.
+        k: How many entries to mark, ``0 <= k <= scores.numel()``.
+
+    Returns:
+        A bool tensor with exactly ``k`` ``True`` entries: the complement of the
+        ``n - k`` smallest, so ties at the boundary go to the higher flat indices.
+
+    Example:
+        >>> largest_k(torch.tensor([3.0, 1.0, 2.0, 3.0]), 1)
+        tensor([False, False, False,  True])
+    """
+    return ~smallest_k(scores, scores.numel() - k)

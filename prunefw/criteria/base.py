@@ -1,0 +1,107 @@
+"""The base class of every pruning criterion, built-in or third-party."""
+
+from __future__ import annotations
+
+import abc
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from prunefw.methods import CriterionPruningMethod, make_pruning_method
+
+__all__ = ["PruningCriterion"]
+
+
+class PruningCriterion(abc.ABC):
+    """Decides which weights of a tensor to prune.
+
+    A criterion turns importance scores into a keep-mask. By default the scores of a
+    tensor are its magnitudes ``|w|``; a criterion that needs other scores (e.g. from
+    activations) overrides :meth:`importance_scores`.
+
+    **How a criterion sees a tensor.** prunefw runs every criterion through torch's
+    :class:`~torch.nn.utils.prune.PruningContainer` logic (via the adapter
+    ``cls.PruningMethod``, a :class:`~torch.nn.utils.prune.BasePruningMethod`
+    subclass carrying :attr:`PRUNING_TYPE`). For ``"unstructured"`` criteria,
+    :meth:`compute_mask` receives only the **still-unpruned** entries, flattened, so
+    a ratio is a fraction of what remains: applying a 20% criterion twice prunes
+    ``1 - 0.8 * 0.8 = 36%``. A pruned entry is never un-pruned, whatever the
+    criterion returns. In :class:`~prunefw.GlobalPruningContext` the entries of all
+    tensors are seen together, in :class:`~prunefw.LayerPruningContext` one tensor
+    at a time.
+
+    Subclasses set :attr:`name` (the registered name, used by
+    :func:`prunefw.criterion` and recipes), implement :meth:`compute_mask`, and are
+    made available to users through the ``prunefw_register_criteria`` hook.
+
+    Example:
+        >>> import torch
+        >>> from prunefw import PruningCriterion
+        >>> class SignCriterion(PruningCriterion):
+        ...     '''Prune negative weights.'''
+        ...     name = "sign"
+        ...     def importance_scores(self, module, name):
+        ...         return getattr(module, name).detach()
+        ...     def compute_mask(self, scores, default_mask):
+        ...         return scores >= 0
+        >>> SignCriterion().compute_mask(torch.tensor([-1.0, 2.0]), torch.ones(2))
+        tensor([False,  True])
+    """
+
+    #: Registered name of the criterion (lowercase; ``[a-z][a-z0-9_.-]*``).
+    name: ClassVar[str]
+
+    #: torch's pruning type: ``"unstructured"`` (entries), ``"structured"``
+    #: (channels along ``self.dim``; layer context only) or ``"global"``.
+    PRUNING_TYPE: ClassVar[str] = "unstructured"
+
+    #: The ``BasePruningMethod`` subclass adapting this criterion class to torch.
+    PruningMethod: ClassVar[type[CriterionPruningMethod]]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.PruningMethod = make_pruning_method(cls)
+
+    def importance_scores(self, module: nn.Module, name: str) -> torch.Tensor | None:
+        """Return importance scores for ``getattr(module, name)``, or ``None``.
+
+        ``None`` (the default) means magnitude scores ``|w|``, which prunefw
+        computes itself without an extra copy. Higher scores mean more important.
+
+        Args:
+            module: The module holding the tensor.
+            name: The tensor's attribute name, e.g. ``"weight"``.
+
+        Returns:
+            A tensor of the same shape as the pruned tensor, or ``None``.
+        """
+        return None
+
+    @abc.abstractmethod
+    def compute_mask(self, scores: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
+        """Compute the keep-mask for ``scores``.
+
+        Args:
+            scores: Importance scores of the entries this criterion may prune. For an
+                ``"unstructured"`` criterion, a 1-D tensor of the still-unpruned
+                entries only (see the class docstring).
+            default_mask: The current mask of those entries (all ones for
+                unstructured criteria), same shape as ``scores``.
+
+        Returns:
+            A bool tensor (or a 0/1 tensor) of ``scores``' shape: ``True``/1 keeps
+            an entry, ``False``/0 prunes it.
+        """
+
+    def config(self) -> dict[str, Any]:
+        """Return the keyword arguments that rebuild this criterion.
+
+        Returns:
+            A dict such that ``type(self)(**self.config())`` is an equivalent criterion.
+        """
+        return {}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in self.config().items())
+        return f"{type(self).__name__}({args})"

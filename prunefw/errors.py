@@ -1,0 +1,95 @@
+"""The one exception hierarchy of prunefw.
+
+Every exception prunefw raises on purpose derives from :class:`PrunefwError`.
+Where an error is what Python calls a bad *value* it also derives from
+:class:`ValueError`; where it is a bad *type* it derives from :class:`TypeError`,
+so ``except ValueError`` keeps working for code written against plain torch.
+
+Example:
+    >>> from prunefw import MagnitudeCriterion
+    >>> from prunefw.errors import InvalidArgumentError
+    >>> try:
+    ...     MagnitudeCriterion(min_threshold=-1.0)
+    ... except InvalidArgumentError as err:
+    ...     print(type(err).__mro__[1].__name__, isinstance(err, ValueError))
+    PrunefwError True
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CheckpointError",
+    "CriterionConflictError",
+    "InvalidArgumentError",
+    "InvalidMaskError",
+    "InvalidTypeError",
+    "NonFiniteWeightsError",
+    "PluginError",
+    "PluginLoadError",
+    "PrunefwError",
+    "PruningTypeError",
+    "TargetError",
+    "UnknownCriterionError",
+]
+
+
+class PrunefwError(Exception):
+    """Base class of every error prunefw raises on purpose."""
+
+
+class InvalidArgumentError(PrunefwError, ValueError):
+    """An argument has a value outside what is valid (e.g. a ratio above 1)."""
+
+
+class InvalidTypeError(PrunefwError, TypeError):
+    """An argument has the wrong type (e.g. a float where a criterion is expected)."""
+
+
+class PruningTypeError(InvalidTypeError):
+    """A criterion's ``PRUNING_TYPE`` does not fit the context.
+
+    Raised, for example, when a ``"structured"`` criterion is given to
+    :class:`~prunefw.GlobalPruningContext`, which (like
+    :func:`torch.nn.utils.prune.global_unstructured`) only takes unstructured ones.
+    """
+
+
+class TargetError(PrunefwError, ValueError):
+    """The set of tensors to prune is wrong.
+
+    Examples: a module without the named tensor, a module listed twice, a qualified
+    name that matches no module, or an empty set of tensors.
+    """
+
+
+class NonFiniteWeightsError(PrunefwError, ValueError):
+    """A tensor to prune holds NaN or infinite values.
+
+    torch's reparametrization computes ``weight = weight_orig * weight_mask`` and
+    ``nan * 0`` is ``nan`` (``inf * 0`` too), so pruning cannot remove such
+    entries; prunefw refuses them instead of producing a silently broken model.
+    """
+
+
+class InvalidMaskError(PrunefwError, ValueError):
+    """A criterion returned a mask of the wrong shape, type or values."""
+
+
+class UnknownCriterionError(PrunefwError, ValueError):
+    """No criterion is registered under the requested name."""
+
+
+class CheckpointError(PrunefwError, ValueError):
+    """A state_dict does not fit the model it is loaded into."""
+
+
+class PluginError(PrunefwError):
+    """A plugin is broken: it failed to import, register or answer a hook."""
+
+
+class PluginLoadError(PluginError, ImportError):
+    """Importing a plugin's entry point failed; the message names it and its distribution."""
+
+
+class CriterionConflictError(PluginError):
+    """Two plugins registered criteria under the same name; the message names both."""
