@@ -1,0 +1,78 @@
+"""Shared fixtures and helpers for the prunefw test suite."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+
+class SeedModel(nn.Module):
+    """The global-pruning example model of the seed README."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(16, 32, kernel_size=3, padding=1)
+        self.fc1 = nn.Linear(32 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        return self.fc1(x.flatten(1))
+
+
+def make_mlp(seed: int = 0) -> nn.Sequential:
+    """A small MLP with tie-free random weights."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 10), nn.ReLU(), nn.Linear(10, 3)
+    )
+
+
+@pytest.fixture
+def mlp() -> nn.Sequential:
+    return make_mlp()
+
+
+@pytest.fixture
+def seed_model() -> SeedModel:
+    torch.manual_seed(0)
+    return SeedModel()
+
+
+def model_state(model: nn.Module) -> dict[str, Any]:
+    """Everything pruning can change, in a form that compares bit for bit.
+
+    Parameters and buffers by identity and by value (as raw bytes), hooks (objects
+    and order), the plain attributes of every module, and the state_dict.
+    """
+    state: dict[str, Any] = {}
+    for name, module in model.named_modules():
+        state[f"{name}/params"] = [(k, id(v), _bits(v)) for k, v in module._parameters.items()]
+        state[f"{name}/buffers"] = [(k, id(v), _bits(v)) for k, v in module._buffers.items()]
+        state[f"{name}/hooks"] = [(k, id(h)) for k, h in module._forward_pre_hooks.items()]
+        state[f"{name}/hook_attrs"] = [
+            (k, sorted((a, id(v)) for a, v in vars(h).items()))
+            for k, h in module._forward_pre_hooks.items()
+        ]
+        state[f"{name}/attrs"] = sorted(
+            (k, id(v)) for k, v in vars(module).items() if not k.startswith("_")
+        )
+        state[f"{name}/dict_keys"] = sorted(vars(module))
+    state["state_dict"] = [(k, _bits(v)) for k, v in model.state_dict().items()]
+    return state
+
+
+def _bits(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous().reshape(-1)
+        return (str(t.dtype), tuple(value.shape), t.view(torch.uint8).numpy().tobytes())
+    return value
+
+
+def clone_model(model: nn.Module) -> nn.Module:
+    return copy.deepcopy(model)

@@ -1,0 +1,109 @@
+"""The docs are part of the contract: hooks documented, API listed, code blocks run."""
+
+from __future__ import annotations
+
+import re
+import types
+from pathlib import Path
+
+import pytest
+import tomllib
+import torch
+from torch.nn.utils import prune
+
+import prunefw
+from prunefw import hookspecs
+from prunefw.plugin_manager import PluginManager
+from prunefw.registry import CriterionRegistry
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+
+
+def code_blocks(path: Path, language: str = "python") -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", path.read_text(), re.S)
+
+
+def hook_names() -> list[str]:
+    return sorted(name for name in dir(hookspecs) if name.startswith("prunefw_"))
+
+
+def test_there_are_hooks_to_document():
+    assert hook_names() == ["prunefw_register_criteria"]
+
+
+@pytest.mark.parametrize("name", hook_names())
+def test_every_hook_is_documented_with_its_signature(name):
+    text = (DOCS / "hooks.md").read_text()
+    assert re.search(rf"^## {name}$", text, re.M), f"docs/hooks.md has no section for {name}"
+    assert f"def {name}(" in text, f"docs/hooks.md does not show the signature of {name}"
+
+
+@pytest.mark.parametrize("name", sorted(prunefw.__all__))
+def test_every_public_name_is_in_the_api_overview(name):
+    assert f"`{name}" in (DOCS / "api.md").read_text(), f"docs/api.md does not mention {name}"
+
+
+def test_every_public_name_has_a_docstring():
+    for name in prunefw.__all__:
+        obj = getattr(prunefw, name)
+        if callable(obj):
+            assert obj.__doc__ and obj.__doc__.strip(), f"prunefw.{name} has no docstring"
+
+
+def test_package_ships_py_typed():
+    assert (Path(prunefw.__file__).parent / "py.typed").is_file()
+
+
+def test_readme_code_blocks_run_in_order():
+    blocks = code_blocks(ROOT / "README.md")
+    assert len(blocks) == 4
+    namespace: dict[str, object] = {}
+    exec(compile(blocks[0], "README-layer", "exec"), namespace)
+    layer_model = namespace["model"]
+    assert prune.is_pruned(layer_model)
+    assert hasattr(layer_model.conv1, "weight_mask") and hasattr(layer_model.conv2, "weight_mask")
+    for block in blocks[1:]:
+        exec(compile(block, "README", "exec"), namespace)
+    model = namespace["model"]
+    fresh = namespace["fresh"]
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(model(x), fresh(x))
+    assert not prune.is_pruned(model)
+    assert prune.is_pruned(fresh)
+
+
+def test_readme_names_the_two_setup_commands_and_ci_runs_the_test_one():
+    readme = (ROOT / "README.md").read_text()
+    setup = code_blocks(ROOT / "README.md", "bash")[0]
+    assert "make demo" in setup and "make test" in setup
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text()
+    assert "constraints.txt" in readme
+
+
+def test_api_overview_examples_run():
+    for block in code_blocks(DOCS / "api.md"):
+        exec(compile(block, "docs/api.md", "exec"), {})
+
+
+def test_hooks_example_is_a_working_plugin():
+    plugin = types.ModuleType("docs_hooks_example")
+    exec(compile(code_blocks(DOCS / "hooks.md")[-1], "docs/hooks.md", "exec"), vars(plugin))
+    pm = PluginManager(autoload=False)
+    pm.register(plugin, name="docs-example")
+    registry = CriterionRegistry.from_plugin_manager(pm)
+    crit = registry.create("keep-positive")
+    layer = torch.nn.Linear(6, 6)
+    prunefw.LayerPruningContext({layer: crit}).prune()
+    assert torch.equal(layer.weight_mask.bool(), layer.weight_orig > 0)
+
+
+def test_writing_plugins_example_declares_an_entry_point_for_its_criterion():
+    python = code_blocks(DOCS / "writing-plugins.md")
+    namespace: dict[str, object] = {}
+    exec(compile(python[0], "docs/writing-plugins.md", "exec"), namespace)
+    classes = namespace["prunefw_register_criteria"]()
+    config = tomllib.loads(code_blocks(DOCS / "writing-plugins.md", "toml")[0])
+    entry_points = config["project"]["entry-points"]["prunefw"]
+    assert [cls.name for cls in classes] == list(entry_points)
