@@ -8,7 +8,8 @@ import sys
 import pytest
 import torch
 
-from prunefw.cli import DemoNet, main
+from prunefw.cli import main
+from prunefw.cli.demo import DemoNet
 
 
 def test_demo_in_process_prunes_reports_and_makes_permanent(capsys, tmp_path):

@@ -1,14 +1,8 @@
-"""The ``prunefw`` command line (also ``python -m prunefw``).
+"""``prunefw demo``: the main job on a built-in example.
 
-Commands:
-
-* ``prunefw demo``: prune a small built-in convolutional network with the global
-  and the layer context, print sparsity reports, check the pruned model against
-  torch's reparametrization, a deep copy and a checkpoint round trip, and make
-  the pruning permanent.
-
-Exit codes: 0 success, 1 error (one line on stderr; ``--debug`` for the
-traceback), 2 usage error.
+Prunes a small built-in convolutional network with the global and the layer
+context, prints sparsity reports, checks a deep copy and a checkpoint round trip
+against the pruned model, and makes the pruning permanent.
 """
 
 from __future__ import annotations
@@ -16,7 +10,6 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -26,12 +19,11 @@ from torch.nn.utils import prune
 from prunefw.checkpoint import load_pruned_state_dict
 from prunefw.contexts import GlobalPruningContext, LayerPruningContext
 from prunefw.criteria import MagnitudeCriterion, PercentileCriterion, RandomCriterion
-from prunefw.errors import PrunefwError
 from prunefw.permanence import make_permanent
 from prunefw.registry import available_criteria
 from prunefw.report import sparsity_report
 
-__all__ = ["DemoNet", "build_parser", "main"]
+__all__ = ["DemoNet", "add_parser"]
 
 
 class DemoNet(nn.Module):
@@ -50,7 +42,8 @@ class DemoNet(nn.Module):
         return self.fc1(x.flatten(1))
 
 
-def _demo(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
+    """Run the demo with parsed arguments; return the exit code."""
     torch.manual_seed(args.seed)
     print(f"prunefw demo (torch {torch.__version__})")
     print("criteria available:", ", ".join(available_criteria()))
@@ -97,37 +90,12 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Return the argument parser of the ``prunefw`` command."""
-    parser = argparse.ArgumentParser(
-        prog="prunefw", description="Prune PyTorch models with plugin-provided criteria."
-    )
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    """Add the ``demo`` sub-command to ``commands``."""
     demo = commands.add_parser("demo", help="prune a built-in example network and report")
     demo.add_argument(
         "--sparsity", type=float, default=0.5, help="global magnitude amount (default 0.5)"
     )
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     demo.add_argument("--out", type=Path, default=None, help="where to save the pruned weights")
-    demo.set_defaults(run=_demo)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; return the exit code.
-
-    Args:
-        argv: Arguments without the program name; defaults to ``sys.argv[1:]``.
-
-    Returns:
-        0 on success, 1 on error, 2 on a usage error (argparse exits with 2 itself).
-    """
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.run(args))
-    except PrunefwError as exc:
-        if args.debug:
-            raise
-        print(f"prunefw: error: {exc}", file=sys.stderr)
-        return 1
+    demo.set_defaults(run=run)
