@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
+from torch import nn
 
 from prunefw._rollback import rollback_on_error
+from prunefw.calibration import Forward, calibrate
 from prunefw.criteria.base import PruningCriterion
 from prunefw.errors import InvalidArgumentError, InvalidTypeError
 from prunefw.permanence import remove_pruning
@@ -96,9 +99,18 @@ class PruningContext(abc.ABC):
     """
 
     targets: tuple[PruningTarget, ...]
+    model: nn.Module | None
 
-    def prune(self) -> None:
+    def prune(
+        self, calibration_data: Iterable[Any] | None = None, *, forward: Forward | None = None
+    ) -> None:
         """Prune every target; on any error, leave the model untouched and re-raise.
+
+        Args:
+            calibration_data: Batches for criteria with ``requires_calibration``
+                (see :mod:`prunefw.calibration`); ignored if no criterion needs them.
+            forward: How to call the model on one batch; default: a mapping as
+                keyword arguments, a tuple/list as positional arguments, else as is.
 
         Raises:
             NonFiniteWeightsError: A target holds NaN or infinite weights.
@@ -109,11 +121,16 @@ class PruningContext(abc.ABC):
         """
         for target in self.targets:
             check_finite(target, getattr(target.module, target.name).detach())
+        calibrate(self.model, self._calibration_plan(), calibration_data, forward)
         with rollback_on_error(target.module for target in self.targets):
             self._prune()
             for target in self.targets:
                 release_mask_reference(target.module, target.name)
                 install_deepcopy_support(target.module)
+
+    @abc.abstractmethod
+    def _calibration_plan(self) -> list[tuple[PruningCriterion, list[PruningTarget]]]:
+        """Each criterion with the targets it prunes."""
 
     @abc.abstractmethod
     def _prune(self) -> None:

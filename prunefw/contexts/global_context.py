@@ -10,7 +10,7 @@ from torch.nn.utils import prune
 from prunefw.contexts.base import PruningContext, annotate, as_criteria, importance_scores
 from prunefw.criteria.base import PruningCriterion
 from prunefw.errors import PruningTypeError
-from prunefw.targets import select_targets
+from prunefw.targets import PruningTarget, select_targets
 
 __all__ = ["GlobalPruningContext"]
 
@@ -89,6 +89,9 @@ class GlobalPruningContext(PruningContext):
                 tensor_name=tensor_name,
             )
         )
+
+    def _calibration_plan(self) -> list[tuple[PruningCriterion, list[PruningTarget]]]:
+        return [(crit, list(self.targets)) for crit in self.criteria]
 
     def _prune(self) -> None:
         pairs = [(target.module, target.name) for target in self.targets]

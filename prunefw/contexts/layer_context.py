@@ -90,6 +90,13 @@ class LayerPruningContext(PruningContext):
         self.plan = tuple(plan)
         self.targets = tuple(target for target, _ in plan)
 
+    def _calibration_plan(self) -> list[tuple[PruningCriterion, list[PruningTarget]]]:
+        plan: dict[int, tuple[PruningCriterion, list[PruningTarget]]] = {}
+        for target, criteria in self.plan:
+            for crit in criteria:
+                plan.setdefault(id(crit), (crit, []))[1].append(target)
+        return list(plan.values())
+
     def _prune(self) -> None:
         for target, criteria in self.plan:
             for crit in criteria:

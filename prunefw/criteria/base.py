@@ -59,6 +59,11 @@ class PruningCriterion(abc.ABC):
     #: The ``BasePruningMethod`` subclass adapting this criterion class to torch.
     PruningMethod: ClassVar[type[CriterionPruningMethod]]
 
+    #: Whether the criterion needs calibration batches before computing masks. If
+    #: true, contexts call :meth:`reset_calibration`, then :meth:`observe` for every
+    #: forward of every target module over the batches given to ``prune()``.
+    requires_calibration: ClassVar[bool] = False
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls.PruningMethod = make_pruning_method(cls)
@@ -77,6 +82,35 @@ class PruningCriterion(abc.ABC):
             A tensor of the same shape as the pruned tensor, or ``None``.
         """
         return None
+
+    def reset_calibration(self) -> None:  # noqa: B027 - optional step, no-op by default
+        """Forget calibration statistics; called once before each calibration run.
+
+        Only called if :attr:`requires_calibration` is true. The default does nothing.
+        """
+
+    def observe(self, module: nn.Module, name: str, inputs: tuple[Any, ...], output: Any) -> None:
+        """Record statistics from one forward call of a target module during calibration.
+
+        Only called if :attr:`requires_calibration` is true, under
+        :func:`torch.no_grad` with the model in eval mode (see
+        :mod:`prunefw.calibration`). Key statistics by ``(module, name)``; use them
+        in :meth:`importance_scores`.
+
+        Args:
+            module: The target module that just ran.
+            name: The name of the tensor that will be pruned in it.
+            inputs: The positional inputs of the module's forward.
+            output: What its forward returned.
+
+        Raises:
+            NotImplementedError: The criterion requires calibration but does not
+                implement this method.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} sets requires_calibration = True but does not implement "
+            "observe()"
+        )
 
     @abc.abstractmethod
     def compute_mask(self, scores: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
