@@ -19,6 +19,7 @@ Example:
     False
 """
 
+from prunefw._version import __version__
 from prunefw.checkpoint import load_pruned_state_dict
 from prunefw.contexts import GlobalPruningContext, LayerPruningContext, PruningContext
 from prunefw.criteria import (
@@ -32,8 +33,6 @@ from prunefw.hookspecs import hookimpl
 from prunefw.permanence import make_permanent
 from prunefw.registry import available_criteria, criterion
 from prunefw.report import SparsityReport, TensorSparsity, sparsity_report
-
-__version__ = "0.1.0"
 
 __all__ = [
     "GlobalPruningContext",

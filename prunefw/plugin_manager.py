@@ -25,6 +25,7 @@ from typing import Any, Literal
 import pluggy
 
 from prunefw import hookspecs
+from prunefw._version import __version__
 from prunefw.errors import PluginError, PluginLoadError
 
 __all__ = [
@@ -72,9 +73,10 @@ class PluginInfo:
     @property
     def origin(self) -> str:
         """A human-readable origin: ``"entry point 'x' (dist 1.0)"`` or ``"plugin 'x'"``."""
+        kind = "plugin" if self.entry_point is None else "entry point"
         if self.distribution is None:
-            return f"plugin {self.name!r}"
-        return f"entry point {self.name!r} of distribution {self.distribution} {self.version}"
+            return f"{kind} {self.name!r}"
+        return f"{kind} {self.name!r} of distribution {self.distribution} {self.version}"
 
 
 def _truthy(value: str | None) -> bool:
@@ -118,7 +120,7 @@ class PluginManager:
                 self.block(name.strip())
         from prunefw.criteria import builtin
 
-        self.register(builtin, name=BUILTIN_PLUGIN_NAME)
+        self._register(builtin, PluginInfo(BUILTIN_PLUGIN_NAME, "prunefw", __version__))
 
     @property
     def hook(self) -> Any:

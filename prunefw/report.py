@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunefw._table import format_table
 from prunefw.errors import InvalidTypeError
 from prunefw.reparametrization import pruned_tensor_names
 
@@ -110,17 +111,7 @@ class SparsityReport:
                 )
             )
         rows.append(("total", "", str(self.numel), str(self.zeros), f"{self.sparsity:.2%}", ""))
-        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-        lines = []
-        for index, row in enumerate(rows):
-            cells = [
-                cell.ljust(width) if i < 2 else cell.rjust(width)
-                for i, (cell, width) in enumerate(zip(row, widths, strict=False))
-            ]
-            lines.append("  ".join(cells).rstrip())
-            if index == 0 or index == len(rows) - 2:
-                lines.append("  ".join("-" * width for width in widths))
-        return "\n".join(lines)
+        return format_table(rows, right={2, 3, 4}, rules_after={0, len(rows) - 2})
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@
 One module per sub-command, each with an ``add_parser(commands)`` function:
 
 * ``prunefw demo`` (:mod:`prunefw.cli.demo`): the main job on a built-in example.
+* ``prunefw plugins`` (:mod:`prunefw.cli.plugins`): installed plugins and their criteria.
 
 Exit codes: 0 success, 1 error (one line on stderr; ``--debug`` for the
 traceback), 2 usage error.
@@ -14,12 +15,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from prunefw.cli import demo
+from prunefw.cli import demo, plugins
 from prunefw.errors import PrunefwError
 
 __all__ = ["build_parser", "main"]
 
-SUBCOMMANDS = (demo,)
+SUBCOMMANDS = (demo, plugins)
 
 
 def build_parser() -> argparse.ArgumentParser:
