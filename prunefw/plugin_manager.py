@@ -177,6 +177,10 @@ class PluginManager:
         self._infos[registered] = info
         return registered
 
+    def _info(self, name: str) -> PluginInfo:
+        # Plugins registered on the pluggy manager directly have no recorded origin.
+        return self._infos.get(name) or PluginInfo(name)
+
     def hook_names(self) -> list[str]:
         """Return the names of all hook specifications, sorted."""
         return sorted(name for name in dir(hookspecs) if name.startswith("prunefw_"))
@@ -194,8 +198,8 @@ class PluginManager:
                 )
                 if ep.name in found:
                     other = found[ep.name][1]
-                    if other.distribution == dist_name:
-                        continue  # the same distribution seen twice on sys.path
+                    if other.distribution == dist_name or self._pm.is_blocked(ep.name):
+                        continue  # the same distribution seen twice on sys.path, or blocked
                     raise PluginError(
                         f"two distributions declare the prunefw entry point {ep.name!r}: "
                         f"{other.distribution} {other.version} ({other.entry_point}) and "
@@ -234,11 +238,17 @@ class PluginManager:
     def plugins(self) -> list[PluginInfo]:
         """Describe every known plugin: registered, blocked, or not loaded.
 
+        Entry points are loaded first (unless autoload is disabled), so the
+        statuses are final.
+
         Returns:
             One :class:`PluginInfo` per plugin, registered ones first (in order of
             registration), then entry points that are blocked or not loaded.
         """
-        result = [self._infos[name] for name, _ in self._pm.list_name_plugin()]
+        self.load_entrypoints()
+        result = [
+            self._info(name) for name, plugin in self._pm.list_name_plugin() if plugin is not None
+        ]
         for _, info in self._entry_points():
             if self._pm.has_plugin(info.name):
                 continue
@@ -266,7 +276,9 @@ class PluginManager:
         caller = getattr(self._pm.hook, hook_name)
         results = []
         for impl in caller.get_hookimpls():
-            info = self._infos[impl.plugin_name]
+            info = self._info(impl.plugin_name)
+            if impl.hookwrapper or impl.wrapper:
+                raise PluginError(f"{info.origin}: {hook_name} must not be a wrapper hook")
             try:
                 result = impl.function()
             except Exception as exc:

@@ -220,7 +220,9 @@ def check_finite(target: PruningTarget, tensor: torch.Tensor, what: str = "weigh
     Raises:
         NonFiniteWeightsError: ``tensor`` has NaN or infinite entries.
     """
-    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+    if not tensor.is_floating_point() or bool(torch.isfinite(tensor.sum())):
+        return  # a sum is finite only if every term is (NaN and inf propagate)
+    if not bool(torch.isfinite(tensor).all()):
         nan = int(torch.isnan(tensor).sum())
         inf = int(torch.isinf(tensor).sum())
         raise NonFiniteWeightsError(

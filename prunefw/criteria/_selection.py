@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["largest_k", "smallest_k"]
+__all__ = ["at_least", "largest_k", "smallest_k"]
 
 
 def smallest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -60,3 +60,29 @@ def largest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
         tensor([False, False, False,  True])
     """
     return ~smallest_k(scores, scores.numel() - k)
+
+
+def at_least(scores: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Mark ``scores >= threshold`` exactly, whatever the scores' dtype.
+
+    Comparing with a Python float rounds the threshold to the tensor's dtype first
+    (in bfloat16, 0.501 becomes 0.5), which would keep entries below it. Here the
+    threshold is rounded once and, if it was rounded down, entries equal to the
+    rounded value are excluded: no representable value lies between the two.
+
+    Args:
+        scores: Real scores.
+        threshold: The exact threshold.
+
+    Returns:
+        A bool tensor of ``scores``' shape.
+
+    Example:
+        >>> at_least(torch.tensor([0.5, 0.5078125], dtype=torch.bfloat16), 0.501)
+        tensor([False,  True])
+    """
+    rounded = torch.tensor(threshold, dtype=scores.dtype, device=scores.device)
+    keep = scores >= rounded
+    if float(rounded) < threshold:
+        keep &= scores != rounded
+    return keep

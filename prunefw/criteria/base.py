@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
@@ -10,7 +11,34 @@ from torch import nn
 
 from prunefw.methods import CriterionPruningMethod, make_pruning_method
 
-__all__ = ["PruningCriterion"]
+__all__ = ["PruningCriterion", "RankSelection"]
+
+
+@dataclass(frozen=True)
+class RankSelection:
+    """A criterion's decision expressed as thresholds on ranks or values of scores.
+
+    Criteria that can express their global mask this way (the built-ins can) work
+    with ``GlobalPruningContext(..., strategy="streaming")``, which finds the exact
+    global thresholds without concatenating the model. Of the ``n`` still-unpruned
+    entries, the selection prunes those with score ``< min_threshold`` (if set),
+    the ``smallest`` lowest-scored and the ``largest`` highest-scored, with the
+    same tie rule as the default strategy (lower flat index counts as smaller, in
+    target order).
+
+    Attributes:
+        min_threshold: Prune scores below this value (and ignore the counts).
+        smallest: How many of the lowest scores to prune.
+        largest: How many of the highest scores to prune.
+        random_seed: If set, the scores are uniformly random keys drawn from
+            generators seeded with ``random_seed + target index``, instead of the
+            criterion's importance scores.
+    """
+
+    min_threshold: float | None = None
+    smallest: int = 0
+    largest: int = 0
+    random_seed: int | None = None
 
 
 class PruningCriterion(abc.ABC):
@@ -127,6 +155,20 @@ class PruningCriterion(abc.ABC):
             A bool tensor (or a 0/1 tensor) of ``scores``' shape: ``True``/1 keeps
             an entry, ``False``/0 prunes it.
         """
+
+    def rank_selection(self, n: int) -> RankSelection | None:
+        """Describe this criterion's mask over ``n`` unpruned entries as a :class:`RankSelection`.
+
+        Optional: return ``None`` (the default) if the criterion cannot be expressed
+        that way; it then only works with the default global strategy.
+
+        Args:
+            n: The number of still-unpruned entries over all targets.
+
+        Returns:
+            The selection, or ``None``.
+        """
+        return None
 
     def config(self) -> dict[str, Any]:
         """Return the keyword arguments that rebuild this criterion.

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from prunefw.criteria._selection import smallest_k
+from prunefw.criteria._selection import at_least, smallest_k
 from prunefw.criteria._validation import check_amount, count_to_prune
-from prunefw.criteria.base import PruningCriterion
+from prunefw.criteria.base import PruningCriterion, RankSelection
 from prunefw.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = ["MagnitudeCriterion"]
@@ -85,10 +85,17 @@ class MagnitudeCriterion(PruningCriterion):
             A bool keep-mask of ``scores``' shape.
         """
         if self.min_threshold is not None:
-            return scores >= self.min_threshold
+            return at_least(scores, self.min_threshold)
         assert self.amount is not None
         k = count_to_prune(self.amount, scores.numel(), repr(self))
         return ~smallest_k(scores, k)
+
+    def rank_selection(self, n: int) -> RankSelection:
+        """Prune below ``min_threshold``, or the ``amount`` smallest of ``n``."""
+        if self.min_threshold is not None:
+            return RankSelection(min_threshold=self.min_threshold)
+        assert self.amount is not None
+        return RankSelection(smallest=count_to_prune(self.amount, n, repr(self)))
 
     def config(self) -> dict[str, Any]:
         """Return ``{"min_threshold": t}`` or ``{"amount": a}``."""

@@ -8,7 +8,7 @@ import torch
 
 from prunefw.criteria._selection import largest_k, smallest_k
 from prunefw.criteria._validation import check_fraction
-from prunefw.criteria.base import PruningCriterion
+from prunefw.criteria.base import PruningCriterion, RankSelection
 from prunefw.errors import InvalidArgumentError
 
 __all__ = ["PercentileCriterion"]
@@ -61,13 +61,17 @@ class PercentileCriterion(PruningCriterion):
         Returns:
             A bool keep-mask of ``scores``' shape.
         """
-        n = scores.numel()
-        low = round(self.lower * n)
-        high = min(round((1.0 - self.upper) * n), n - low)
+        selection = self.rank_selection(scores.numel())
+        low, high = selection.smallest, selection.largest
         keep = ~smallest_k(scores, low)
         if high:
             keep &= ~largest_k(scores, high)
         return keep
+
+    def rank_selection(self, n: int) -> RankSelection:
+        """Prune the ``round(lower * n)`` smallest and ``round((1 - upper) * n)`` largest."""
+        low = round(self.lower * n)
+        return RankSelection(smallest=low, largest=min(round((1.0 - self.upper) * n), n - low))
 
     def config(self) -> dict[str, Any]:
         """Return ``{"lower": ..., "upper": ...}``."""

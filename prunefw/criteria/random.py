@@ -9,7 +9,7 @@ import torch
 
 from prunefw.criteria._selection import smallest_k
 from prunefw.criteria._validation import check_fraction
-from prunefw.criteria.base import PruningCriterion
+from prunefw.criteria.base import PruningCriterion, RankSelection
 from prunefw.errors import InvalidTypeError
 
 __all__ = ["RandomCriterion"]
@@ -69,6 +69,15 @@ class RandomCriterion(PruningCriterion):
         k = round(self.prune_ratio * scores.numel())
         draws = torch.rand(scores.shape, generator=self.generator).to(scores.device)
         return ~smallest_k(draws, k)
+
+    def rank_selection(self, n: int) -> RankSelection:
+        """Prune ``round(prune_ratio * n)`` entries with the smallest random keys.
+
+        The keys' seed is drawn from this criterion's generator, so a seeded
+        criterion is reproducible with the streaming strategy too.
+        """
+        seed = int(torch.randint(0, 2**62, (1,), generator=self.generator))
+        return RankSelection(smallest=round(self.prune_ratio * n), random_seed=seed)
 
     def config(self) -> dict[str, Any]:
         """Return ``{"prune_ratio": ..., "seed": ...}``."""
