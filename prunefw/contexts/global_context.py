@@ -8,11 +8,15 @@ from torch import nn
 from torch.nn.utils import prune
 
 from prunefw.contexts.base import PruningContext, annotate, as_criteria, importance_scores
+from prunefw.contexts.streaming import prune_streaming
 from prunefw.criteria.base import PruningCriterion
-from prunefw.errors import PruningTypeError
+from prunefw.errors import InvalidArgumentError, PruningTypeError
 from prunefw.targets import PruningTarget, select_targets
 
-__all__ = ["GlobalPruningContext"]
+__all__ = ["STRATEGIES", "GlobalPruningContext"]
+
+#: The global strategies: torch's ``global_unstructured`` (default) and streaming.
+STRATEGIES = ("global_unstructured", "streaming")
 
 
 class GlobalPruningContext(PruningContext):
@@ -41,6 +45,14 @@ class GlobalPruningContext(PruningContext):
         include: Glob(s) a module's qualified name must match (default: any).
         exclude: Glob(s) that remove matching modules.
         tensor_name: The tensor to prune in selected modules (default ``"weight"``).
+        strategy: ``"global_unstructured"`` (default): each criterion runs inside
+            :func:`torch.nn.utils.prune.global_unstructured`. ``"streaming"``: for
+            criteria with a :meth:`~prunefw.PruningCriterion.rank_selection` (all
+            built-ins), the exact global thresholds are found without concatenating
+            the model, then each tensor is pruned with
+            :func:`torch.nn.utils.prune.custom_from_mask` (see
+            :mod:`prunefw.contexts.streaming`); much faster and leaner on large
+            models, same masks for magnitude and percentile.
 
     Raises:
         PruningTypeError: A criterion is not ``"unstructured"``.
@@ -69,6 +81,7 @@ class GlobalPruningContext(PruningContext):
         include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         tensor_name: str = "weight",
+        strategy: str = "global_unstructured",
     ) -> None:
         self.model = model
         self.criteria = as_criteria(criteria, "GlobalPruningContext")
@@ -79,6 +92,19 @@ class GlobalPruningContext(PruningContext):
                     "(torch's global_unstructured) only takes 'unstructured' criteria. "
                     "Use LayerPruningContext for it."
                 )
+        if strategy not in STRATEGIES:
+            raise InvalidArgumentError(
+                f"GlobalPruningContext(strategy={strategy!r}): expected one of "
+                f"{', '.join(map(repr, STRATEGIES))}"
+            )
+        self.strategy = strategy
+        if strategy == "streaming":
+            for crit in self.criteria:
+                if type(crit).rank_selection is PruningCriterion.rank_selection:
+                    raise InvalidArgumentError(
+                        f"{crit!r} does not support strategy='streaming': it does not define "
+                        "rank_selection(); use the default strategy 'global_unstructured'"
+                    )
         self.targets = tuple(
             select_targets(
                 model,
@@ -97,6 +123,9 @@ class GlobalPruningContext(PruningContext):
         pairs = [(target.module, target.name) for target in self.targets]
         for crit in self.criteria:
             try:
+                if self.strategy == "streaming":
+                    prune_streaming(crit, self.targets)
+                    continue
                 scores = {target.key: importance_scores(crit, target) for target in self.targets}
                 custom = any(s is not None for s in scores.values())
                 importance = None
