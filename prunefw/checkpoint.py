@@ -133,6 +133,8 @@ def _check_compatible(model: nn.Module, state_dict: Mapping[str, Any], strict: b
             problems.append(f"unexpected keys: {', '.join(unexpected)}")
     for key, value in state_dict.items():
         target = expected.get(key)
+        if target is not None and not isinstance(value, torch.Tensor):
+            problems.append(f"{key}: expected a tensor, got {type(value).__name__}")
         if (
             isinstance(target, torch.Tensor)
             and isinstance(value, torch.Tensor)
