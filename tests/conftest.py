@@ -9,20 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from prunefw.cli.demo import DemoNet
 
-class SeedModel(nn.Module):
-    """The global-pruning example model of the seed README."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 16, kernel_size=3, padding=1)
-        self.conv2 = nn.Conv2d(16, 32, kernel_size=3, padding=1)
-        self.fc1 = nn.Linear(32 * 8 * 8, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.relu(self.conv1(x))
-        x = torch.relu(self.conv2(x))
-        return self.fc1(x.flatten(1))
+# The seed README's global-pruning example network is also the demo's.
+SeedModel = DemoNet
 
 
 def make_mlp(seed: int = 0) -> nn.Sequential:
