@@ -47,11 +47,13 @@ class ModuleSnapshot:
             for name in _CONTAINERS
             if name in vars(module)
         }
-        self.hook_states = {
-            id(hook): (hook, dict(vars(hook)))
-            for hook in module._forward_pre_hooks.values()
-            if isinstance(hook, prune.BasePruningMethod)
-        }
+        methods = []
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, prune.BasePruningMethod):
+                methods.append(hook)
+            if isinstance(hook, prune.PruningContainer):
+                methods.extend(hook)
+        self.hook_states = {id(method): (method, dict(vars(method))) for method in methods}
 
     def restore(self) -> None:
         """Put the module back as it was when the snapshot was taken."""

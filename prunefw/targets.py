@@ -124,6 +124,10 @@ def resolve_module(model: nn.Module | None, qualname: str) -> nn.Module:
 def _patterns(value: str | Sequence[str] | None, argument: str) -> list[str]:
     if value is None:
         return []
+    if not isinstance(value, (str, Sequence)):
+        raise InvalidTypeError(
+            f"{argument}= expects a glob string or a list of them, got {value!r}"
+        )
     patterns = [value] if isinstance(value, str) else list(value)
     for pattern in patterns:
         if not isinstance(pattern, str):
@@ -153,6 +157,12 @@ def select_targets(
     """
     if not isinstance(model, nn.Module):
         raise InvalidTypeError(f"model must be an nn.Module, got {model!r}")
+    if not isinstance(tensor_name, str):
+        raise InvalidTypeError(f"tensor_name= expects a str such as 'weight', got {tensor_name!r}")
+    if module_types is not None and not isinstance(module_types, Sequence):
+        raise InvalidTypeError(
+            f"module_types= expects a list of nn.Module classes, got {module_types!r}"
+        )
     names = _qualified_names(model)
     if parameters is not None:
         if module_types is not None or include is not None or exclude is not None:

@@ -34,6 +34,8 @@ def as_criteria(value: object, where: str) -> tuple[PruningCriterion, ...]:
         InvalidTypeError: Something that is not a criterion instance.
         InvalidArgumentError: An empty sequence.
     """
+    if isinstance(value, type) and issubclass(value, PruningCriterion):
+        value = [value]  # refused below with the "pass an instance" hint
     items = [value] if isinstance(value, PruningCriterion) else value
     if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
         raise InvalidTypeError(

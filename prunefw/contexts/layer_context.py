@@ -115,7 +115,12 @@ class LayerPruningContext(PruningContext):
         scores = importance_scores(crit, target)
         weights = getattr(module, name).detach()
         current = getattr(module, name + "_mask", None)
-        default_mask = torch.ones_like(weights) if current is None else current.detach()
+        # A private copy: torch's PruningContainer writes into the mask it is given.
+        default_mask = (
+            torch.ones_like(weights)
+            if current is None
+            else current.detach().clone(memory_format=torch.contiguous_format)
+        )
         method = type(crit).PruningMethod(crit, magnitude=scores is None)
         mask = compute_mask(method, weights if scores is None else scores, default_mask, name)
         prune.custom_from_mask(module, name, mask)
