@@ -27,6 +27,7 @@ from prunefw.criteria import (
     PercentileCriterion,
     PruningCriterion,
     RandomCriterion,
+    RankSelection,
 )
 from prunefw.errors import PrunefwError
 from prunefw.hookspecs import hookimpl
@@ -43,6 +44,7 @@ __all__ = [
     "PruningContext",
     "PruningCriterion",
     "RandomCriterion",
+    "RankSelection",
     "SparsityReport",
     "TensorSparsity",
     "__version__",

@@ -1,8 +1,14 @@
 """Pruning criteria: the base class and the built-in criteria."""
 
-from prunefw.criteria.base import PruningCriterion
+from prunefw.criteria.base import PruningCriterion, RankSelection
 from prunefw.criteria.magnitude import MagnitudeCriterion
 from prunefw.criteria.percentile import PercentileCriterion
 from prunefw.criteria.random import RandomCriterion
 
-__all__ = ["MagnitudeCriterion", "PercentileCriterion", "PruningCriterion", "RandomCriterion"]
+__all__ = [
+    "MagnitudeCriterion",
+    "PercentileCriterion",
+    "PruningCriterion",
+    "RandomCriterion",
+    "RankSelection",
+]
