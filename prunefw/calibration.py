@@ -65,9 +65,14 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
-def _observer(criterion: PruningCriterion, name: str) -> Callable[..., None]:
+def _observer(criterion: PruningCriterion, target: PruningTarget) -> Callable[..., None]:
     def hook(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
-        criterion.observe(module, name, inputs, output)
+        try:
+            criterion.observe(module, target.name, inputs, output)
+        except Exception as exc:
+            if hasattr(exc, "add_note"):
+                exc.add_note(f"while calibrating {criterion!r} on {target.label}")
+            raise
 
     return hook
 
@@ -111,7 +116,7 @@ def calibrate(
     try:
         for crit, targets in needed:
             for target in targets:
-                hook = _observer(crit, target.name)
+                hook = _observer(crit, target)
                 handles.append(target.module.register_forward_hook(hook))
         with torch.no_grad(), _eval_mode(model):
             for batch in batches:

@@ -141,7 +141,9 @@ def compute_mask(
     Args:
         method: The pruning method (typically a :class:`CriterionPruningMethod`).
         tensor: Weights or importance scores.
-        default_mask: The current mask of the tensor (ones if never pruned).
+        default_mask: The current mask of the tensor (ones if never pruned); not
+            modified (torch's container writes into the mask it is given, so it gets
+            a copy, as in torch's own ``BasePruningMethod.apply``).
         tensor_name: The tensor's attribute name (only used by torch's bookkeeping).
 
     Returns:
@@ -151,7 +153,8 @@ def compute_mask(
     container._tensor_name = tensor_name
     method._tensor_name = tensor_name
     container.add_pruning_method(method)
-    return container.compute_mask(tensor, default_mask)
+    private = default_mask.detach().clone(memory_format=torch.contiguous_format)
+    return container.compute_mask(tensor, private)
 
 
 def _check_mask(mask: object, scores: torch.Tensor, criterion: PruningCriterion) -> None:

@@ -115,12 +115,7 @@ class LayerPruningContext(PruningContext):
         scores = importance_scores(crit, target)
         weights = getattr(module, name).detach()
         current = getattr(module, name + "_mask", None)
-        # A private copy: torch's PruningContainer writes into the mask it is given.
-        default_mask = (
-            torch.ones_like(weights)
-            if current is None
-            else current.detach().clone(memory_format=torch.contiguous_format)
-        )
+        default_mask = torch.ones_like(weights) if current is None else current.detach()
         method = type(crit).PruningMethod(crit, magnitude=scores is None)
         mask = compute_mask(method, weights if scores is None else scores, default_mask, name)
         prune.custom_from_mask(module, name, mask)
