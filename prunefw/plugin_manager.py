@@ -92,11 +92,13 @@ class PluginManager:
         disabled: Entry-point names to block. ``None`` (default) reads
             ``PRUNEFW_DISABLED_PLUGINS`` from ``environ``.
         environ: The environment to read switches from; defaults to ``os.environ``.
+        path: Directories to search for installed distributions (and their entry
+            points); defaults to ``sys.path``.
 
     Example:
         >>> from prunefw.plugin_manager import PluginManager
         >>> pm = PluginManager(autoload=False)
-        >>> [info.name for info in pm.plugins()]
+        >>> [info.name for info in pm.plugins() if info.status == "active"]
         ['prunefw.builtin']
     """
 
@@ -106,11 +108,13 @@ class PluginManager:
         autoload: bool | None = None,
         disabled: Iterable[str] | None = None,
         environ: Mapping[str, str] | None = None,
+        path: Iterable[str] | None = None,
     ) -> None:
         env = os.environ if environ is None else environ
         self.autoload = not _truthy(env.get(DISABLE_AUTOLOAD_ENV)) if autoload is None else autoload
         if disabled is None:
             disabled = env.get(DISABLED_PLUGINS_ENV, "").split(",")
+        self._path = None if path is None else [str(p) for p in path]
         self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self._pm.add_hookspecs(hookspecs)
         self._infos: dict[str, PluginInfo] = {}
@@ -187,7 +191,8 @@ class PluginManager:
 
     def _entry_points(self) -> list[tuple[importlib.metadata.EntryPoint, PluginInfo]]:
         found: dict[str, tuple[importlib.metadata.EntryPoint, PluginInfo]] = {}
-        for dist in importlib.metadata.distributions():
+        search = {} if self._path is None else {"path": self._path}
+        for dist in importlib.metadata.distributions(**search):
             dist_name = dist.metadata["Name"]
             for ep in dist.entry_points.select(group=ENTRY_POINT_GROUP):
                 info = PluginInfo(
