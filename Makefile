@@ -10,9 +10,15 @@ PIP_FLAGS ?= --quiet --disable-pip-version-check
 
 .PHONY: demo test lint format clean
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+# The plugin distributions are installed for real (non-editable, from their own
+# directories), so their wheel metadata and entry points are what the tests see.
+PLUGINS := $(wildcard plugins/*/pyproject.toml)
+PLUGIN_FILES := $(shell find plugins -type f -not -path '*/build/*' -not -path '*/__pycache__/*' -not -path '*.egg-info/*')
+
+$(VENV)/.installed: pyproject.toml constraints.txt $(PLUGIN_FILES)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[test]"
+	$(PY) -m pip install $(PIP_FLAGS) -c constraints.txt --no-deps --force-reinstall $(dir $(PLUGINS))
 	touch $@
 
 demo: $(VENV)/.installed

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,3 +70,42 @@ def _bits(value: Any) -> Any:
 
 def clone_model(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model)
+
+
+def fresh_venv_with_wheels(base: Path, wheels: list[Path]) -> tuple[Path, str]:
+    """A new venv that sees this environment's packages (torch, prunefw) and has ``wheels``.
+
+    The new venv's own site-packages come first on its ``sys.path``, so what the
+    wheels install shadows anything of the same name here.
+
+    Returns:
+        The venv's python executable and its site-packages directory.
+    """
+    venv = base / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet",
+         "--no-deps", "--no-index", *map(str, wheels)],
+        check=True,
+    )  # fmt: skip
+    # Only now, so pip above saw an empty environment (and never touches this one).
+    outer = sysconfig.get_paths()["purelib"]
+    Path(purelib, "outer_env.pth").write_text(f"import site; site.addsitedir({outer!r})\n")
+    return python, purelib
+
+
+def build_wheel(project: Path, out: Path) -> Path:
+    """Build ``project``'s wheel with this environment's setuptools; return its path."""
+    before = set(out.glob("*.whl")) if out.exists() else set()
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "-w", str(out), str(project)],
+        check=True,
+    )  # fmt: skip
+    (wheel,) = set(out.glob("*.whl")) - before
+    return wheel

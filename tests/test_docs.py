@@ -7,7 +7,6 @@ import types
 from pathlib import Path
 
 import pytest
-import tomllib
 import torch
 from torch.nn.utils import prune
 
@@ -97,13 +96,3 @@ def test_hooks_example_is_a_working_plugin():
     layer = torch.nn.Linear(6, 6)
     prunefw.LayerPruningContext({layer: crit}).prune()
     assert torch.equal(layer.weight_mask.bool(), layer.weight_orig > 0)
-
-
-def test_writing_plugins_example_declares_an_entry_point_for_its_criterion():
-    python = code_blocks(DOCS / "writing-plugins.md")
-    namespace: dict[str, object] = {}
-    exec(compile(python[0], "docs/writing-plugins.md", "exec"), namespace)
-    classes = namespace["prunefw_register_criteria"]()
-    config = tomllib.loads(code_blocks(DOCS / "writing-plugins.md", "toml")[0])
-    entry_points = config["project"]["entry-points"]["prunefw"]
-    assert [cls.name for cls in classes] == list(entry_points)
