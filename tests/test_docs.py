@@ -56,13 +56,13 @@ def test_package_ships_py_typed():
 
 def test_readme_code_blocks_run_in_order():
     blocks = code_blocks(ROOT / "README.md")
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     namespace: dict[str, object] = {}
     exec(compile(blocks[0], "README-layer", "exec"), namespace)
     layer_model = namespace["model"]
     assert prune.is_pruned(layer_model)
     assert hasattr(layer_model.conv1, "weight_mask") and hasattr(layer_model.conv2, "weight_mask")
-    for block in blocks[1:]:
+    for block in blocks[1:4]:
         exec(compile(block, "README", "exec"), namespace)
     model = namespace["model"]
     fresh = namespace["fresh"]
@@ -70,6 +70,11 @@ def test_readme_code_blocks_run_in_order():
     assert torch.equal(model(x), fresh(x))
     assert not prune.is_pruned(model)
     assert prune.is_pruned(fresh)
+    # the streaming example, on the (now permanent) model
+    exec(compile(blocks[4], "README-streaming", "exec"), namespace)
+    weights = [model.conv1.weight_mask, model.conv2.weight_mask, model.fc1.weight_mask]
+    pruned = sum(int((m == 0).sum()) for m in weights)
+    assert pruned == round(0.5 * sum(m.numel() for m in weights))
 
 
 def test_readme_names_the_two_setup_commands_and_ci_runs_the_test_one():
