@@ -88,7 +88,8 @@ class CriterionPruningMethod(prune.BasePruningMethod):
         scores = t.detach().abs() if self.magnitude else t.detach()
         mask = self.criterion.compute_mask(scores, default_mask)
         _check_mask(mask, scores, self.criterion)
-        return default_mask * mask.to(dtype=default_mask.dtype)
+        result = mask.to(dtype=default_mask.dtype, copy=True)
+        return result.mul_(default_mask)
 
     def __repr__(self) -> str:
         return f"{type(self).__qualname__}({self.criterion!r})"

@@ -19,7 +19,7 @@ from prunefw import (
     PruningCriterion,
     RandomCriterion,
 )
-from prunefw.contexts.streaming import select_kth
+from prunefw.criteria._selection import select_kth
 from prunefw.errors import InvalidArgumentError
 
 

@@ -26,39 +26,20 @@ masks differ from the default strategy's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch.nn.utils import prune
 
 from prunefw.contexts.base import importance_scores
-from prunefw.criteria._selection import at_least
+from prunefw.criteria._selection import at_least, float_keys, select_kth
 from prunefw.criteria.base import PruningCriterion, RankSelection
 from prunefw.errors import InvalidArgumentError
 from prunefw.reparametrization import release_mask_reference
 from prunefw.targets import PruningTarget
 
-__all__ = ["prune_streaming", "select_kth"]
-
-_DIGIT_BITS = 16
-_BUCKETS = 1 << _DIGIT_BITS
-
-
-def _float_keys(scores: torch.Tensor, bits: int, non_negative: bool) -> torch.Tensor:
-    """Map floats to integers of width ``bits`` with the same order.
-
-    ``scores`` must be a private tensor: it may be modified in place. With
-    ``non_negative`` (magnitudes) the bits of a float already order like it.
-    Otherwise ``-0.0`` becomes ``+0.0`` (so both get one key) and the lower bits of
-    negative values are flipped, which makes their order ascending.
-    """
-    int_dtype = torch.int64 if bits == 64 else torch.int32
-    keys = scores.view(int_dtype)
-    if not non_negative:
-        scores.add_(0.0)  # -0.0 + 0.0 == +0.0
-        keys = torch.where(keys < 0, keys ^ ((1 << (bits - 1)) - 1), keys)
-    return keys
+__all__ = ["prune_streaming"]
 
 
 @dataclass
@@ -91,56 +72,13 @@ class _KeySource:
         scores = importance_scores(self.criterion, target)
         if scores is None:
             magnitudes = weight.detach().to(dtype).abs().reshape(-1)
-            return _float_keys(magnitudes, self.bits, non_negative=True)
-        return _float_keys(scores.to(dtype, copy=True).reshape(-1), self.bits, non_negative=False)
+            return float_keys(magnitudes, self.bits, non_negative=True)
+        return float_keys(scores.to(dtype, copy=True).reshape(-1), self.bits, non_negative=False)
 
 
 def _survivors(target: PruningTarget) -> torch.Tensor | None:
     mask = getattr(target.module, target.name + "_mask", None)
     return None if mask is None else mask.detach().reshape(-1) != 0
-
-
-def _candidates(keys: torch.Tensor, survivors: torch.Tensor | None) -> torch.Tensor:
-    return keys if survivors is None else keys[survivors]
-
-
-def select_kth(
-    source: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor | None]]],
-    k: int,
-    bits: int,
-) -> tuple[int, int]:
-    """Find the k-th smallest key (1-based) over all survivors, by radix select.
-
-    Args:
-        source: Returns a fresh iterator of ``(keys, survivors)`` per target; called
-            once per pass.
-        k: Rank to find, ``1 <= k <= number of survivors``.
-        bits: Width of the keys (32 or 64).
-
-    Returns:
-        ``(key, count_less)``: the k-th smallest key and how many keys are smaller.
-    """
-    high: int | None = None  # the signed value of the digits fixed so far
-    count_less = 0
-    for level in range(bits // _DIGIT_BITS):
-        shift = bits - _DIGIT_BITS * (level + 1)
-        histogram = torch.zeros(_BUCKETS, dtype=torch.int64)
-        for keys, survivors in source():
-            candidates = _candidates(keys, survivors)
-            if high is not None:
-                candidates = candidates[(candidates >> (shift + _DIGIT_BITS)) == high]
-            digits = candidates >> shift
-            if level == 0:
-                digits += _BUCKETS >> 1  # signed top digit -> 0 .. 65535
-            else:
-                digits &= _BUCKETS - 1
-            histogram += torch.bincount(digits, minlength=_BUCKETS)
-        cumulative = histogram.cumsum(0)
-        digit = int(torch.searchsorted(cumulative, k - count_less))
-        count_less += int(cumulative[digit - 1]) if digit else 0
-        high = digit - (_BUCKETS >> 1) if high is None else (high << _DIGIT_BITS) | digit
-    assert high is not None
-    return high, count_less
 
 
 @dataclass

@@ -7,9 +7,75 @@ exactly k entries, and it is deterministic.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+
 import torch
 
-__all__ = ["at_least", "largest_k", "smallest_k"]
+__all__ = ["at_least", "float_keys", "largest_k", "select_kth", "smallest_k"]
+
+_DIGIT_BITS = 16
+_BUCKETS = 1 << _DIGIT_BITS
+# Vectors up to this size use torch.kthvalue; larger ones a radix select in chunks,
+# which needs no copy of the whole vector (kthvalue copies it) and runs faster.
+_KTHVALUE_MAX = 1 << 20
+_CHUNK = 1 << 22
+
+
+def float_keys(scores: torch.Tensor, bits: int, non_negative: bool) -> torch.Tensor:
+    """Map floats to integers of width ``bits`` with the same order.
+
+    ``scores`` must be a private tensor: it may be modified in place. With
+    ``non_negative`` (magnitudes) the bits of a float already order like it.
+    Otherwise ``-0.0`` becomes ``+0.0`` (so both get one key) and the lower bits of
+    negative values are flipped, which makes their order ascending.
+    """
+    int_dtype = torch.int64 if bits == 64 else torch.int32
+    keys = scores.view(int_dtype)
+    if not non_negative:
+        scores.add_(0.0)  # -0.0 + 0.0 == +0.0
+        keys = torch.where(keys < 0, keys ^ ((1 << (bits - 1)) - 1), keys)
+    return keys
+
+
+def select_kth(
+    source: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor | None]]],
+    k: int,
+    bits: int,
+) -> tuple[int, int]:
+    """Find the k-th smallest key (1-based) over all survivors, by radix select.
+
+    Args:
+        source: Returns a fresh iterator of ``(keys, survivors)`` per target; called
+            once per pass.
+        k: Rank to find, ``1 <= k <= number of survivors``.
+        bits: Width of the keys (32 or 64).
+
+    Returns:
+        ``(key, count_less)``: the k-th smallest key and how many keys are smaller.
+    """
+    high: int | None = None  # the signed value of the digits fixed so far
+    count_less = 0
+    for level in range(bits // _DIGIT_BITS):
+        shift = bits - _DIGIT_BITS * (level + 1)
+        histogram: torch.Tensor | int = 0
+        for keys, survivors in source():
+            candidates = keys if survivors is None else keys[survivors]
+            if high is not None:
+                candidates = candidates[(candidates >> (shift + _DIGIT_BITS)) == high]
+            digits = candidates >> shift
+            if level == 0:
+                digits += _BUCKETS >> 1  # signed top digit -> 0 .. 65535
+            else:
+                digits &= _BUCKETS - 1
+            histogram += torch.bincount(digits, minlength=_BUCKETS)
+        assert isinstance(histogram, torch.Tensor), "select_kth needs at least one key"
+        cumulative = histogram.cumsum(0)
+        rank = torch.tensor([k - count_less], device=cumulative.device)
+        digit = int(torch.searchsorted(cumulative, rank)[0])
+        count_less += int(cumulative[digit - 1]) if digit else 0
+        high = digit - (_BUCKETS >> 1) if high is None else (high << _DIGIT_BITS) | digit
+    assert high is not None
+    return high, count_less
 
 
 def smallest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -35,6 +101,8 @@ def smallest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
         return torch.zeros_like(scores, dtype=torch.bool)
     if k == n:
         return torch.ones_like(scores, dtype=torch.bool)
+    if n > _KTHVALUE_MAX and flat.is_floating_point():
+        return _smallest_k_radix(flat, k).view(scores.shape)
     boundary = torch.kthvalue(flat, k).values
     selected = flat < boundary
     missing = k - int(selected.sum())
@@ -42,6 +110,28 @@ def smallest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
         tied = (flat == boundary).nonzero().squeeze(1)[:missing]
         selected[tied] = True
     return selected.view(scores.shape)
+
+
+def _smallest_k_radix(flat: torch.Tensor, k: int) -> torch.Tensor:
+    """``smallest_k`` for a large 1-D float vector: radix select over chunks."""
+    bits = 64 if flat.dtype == torch.float64 else 32
+    dtype = torch.float64 if bits == 64 else torch.float32
+    chunks = flat.split(_CHUNK)
+
+    def keys(chunk: torch.Tensor) -> torch.Tensor:
+        return float_keys(chunk.to(dtype, copy=True), bits, non_negative=False)
+
+    key, count_less = select_kth(lambda: ((keys(c), None) for c in chunks), k, bits)
+    selected = torch.empty(flat.shape, dtype=torch.bool, device=flat.device)
+    ties = k - count_less
+    for chunk, out in zip(chunks, selected.split(_CHUNK), strict=True):
+        chunk_keys = keys(chunk)
+        torch.lt(chunk_keys, key, out=out)
+        if ties:
+            tied = (chunk_keys == key).nonzero().squeeze(1)[:ties]
+            out[tied] = True
+            ties -= tied.numel()
+    return selected
 
 
 def largest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
