@@ -28,6 +28,7 @@ __all__ = [
     "PluginLoadError",
     "PrunefwError",
     "PruningTypeError",
+    "RecipeError",
     "TargetError",
     "UnknownCriterionError",
 ]
@@ -81,6 +82,15 @@ class UnknownCriterionError(PrunefwError, ValueError):
 
 class CheckpointError(PrunefwError, ValueError):
     """A state_dict does not fit the model it is loaded into."""
+
+
+class RecipeError(PrunefwError, ValueError):
+    """A pruning recipe is invalid, or does not fit the model it is applied to.
+
+    The message names the recipe file, the section or rule (``[global]``,
+    ``[layer #2]``) and how to fix it, e.g.
+    ``recipe.toml: [layer #2] unknown key 'mtch'. Fix: use 'match' ...``.
+    """
 
 
 class PluginError(PrunefwError):
