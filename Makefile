@@ -1,5 +1,6 @@
 # Two commands for a fresh machine (see README):
-#   make demo   - prune a built-in example network, print reports, make it permanent
+#   make demo   - train an MLP on scikit-learn's digits, prune it with several criteria,
+#                 print the accuracy table, make it permanent, save and plot
 #   make test   - the full test suite (what CI runs, via .ci/run)
 # Both create .venv and install torch==2.13.0 (CPU) through constraints.txt.
 
