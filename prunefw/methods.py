@@ -150,9 +150,19 @@ def compute_mask(
     Returns:
         The new mask, combining ``default_mask`` with the method's decision.
     """
+    method._tensor_name = tensor_name
+    if method.PRUNING_TYPE == "unstructured" and bool(default_mask.all()):
+        # Nothing pruned yet: the container would hand the method every entry, flattened
+        # in row-major order (``t[mask == 1]``); do that without its boolean indexing.
+        # Like the container, hand over a private copy, unless the adapter makes one
+        # itself (|w| for magnitude scores).
+        scores = tensor.reshape(-1)
+        if not (isinstance(method, CriterionPruningMethod) and method.magnitude):
+            scores = scores.clone()
+        flat = method.compute_mask(scores, default_mask.reshape(-1))
+        return flat.view(tensor.shape)
     container = prune.PruningContainer()
     container._tensor_name = tensor_name
-    method._tensor_name = tensor_name
     container.add_pruning_method(method)
     private = default_mask.detach().clone(memory_format=torch.contiguous_format)
     return container.compute_mask(tensor, private)

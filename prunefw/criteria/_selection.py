@@ -117,8 +117,13 @@ def _smallest_k_radix(flat: torch.Tensor, k: int) -> torch.Tensor:
     bits = 64 if flat.dtype == torch.float64 else 32
     dtype = torch.float64 if bits == 64 else torch.float32
     chunks = flat.split(_CHUNK)
+    # No sign bit set anywhere (magnitudes): the bits order like the floats as they are,
+    # so float32/float64 chunks are read in place instead of copied and transformed.
+    plain = not bool(torch.signbit(flat).any())
 
     def keys(chunk: torch.Tensor) -> torch.Tensor:
+        if plain:
+            return float_keys(chunk.to(dtype).contiguous(), bits, non_negative=True)
         return float_keys(chunk.to(dtype, copy=True), bits, non_negative=False)
 
     key, count_less = select_kth(lambda: ((keys(c), None) for c in chunks), k, bits)
