@@ -109,3 +109,14 @@ def build_model(spec: str) -> nn.Module:
             f"--model: {spec}() returned a {type(model).__name__}, not a torch.nn.Module"
         )
     return model
+
+
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the ``--model MODULE:FACTORY`` option shared by ``prune`` and ``report``."""
+    parser.add_argument(
+        "--model",
+        required=True,
+        type=model_spec,
+        metavar="MODULE:FACTORY",
+        help="import path of a callable that returns the model, e.g. prunefw.examples:digits_mlp",
+    )

@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from prunefw.cli._files import read_calibration, write_checkpoint
-from prunefw.cli._model import model_spec
+from prunefw.cli._model import add_model_argument
 from prunefw.cli._progress import ProgressBars, progress_enabled
 from prunefw.cli.report import load_model, print_report, report_data
 from prunefw.history import PruningHistory
@@ -95,13 +95,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "prunefw.load_pruned_state_dict."
         ),
     )
-    parser.add_argument(
-        "--model",
-        required=True,
-        type=model_spec,
-        metavar="MODULE:FACTORY",
-        help="import path of a callable that returns the model, e.g. prunefw.examples:digits_mlp",
-    )
+    add_model_argument(parser)
     parser.add_argument(
         "--checkpoint",
         type=Path,

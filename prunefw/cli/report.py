@@ -23,7 +23,7 @@ from torch import nn
 from prunefw._table import format_table
 from prunefw.checkpoint import load_pruned_state_dict
 from prunefw.cli._files import read_checkpoint
-from prunefw.cli._model import build_model, model_spec
+from prunefw.cli._model import add_model_argument, build_model
 from prunefw.errors import CheckpointError
 from prunefw.history import HistoryEntry, PruningHistory
 from prunefw.report import sparsity_report
@@ -207,13 +207,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
             "JSON with --json."
         ),
     )
-    parser.add_argument(
-        "--model",
-        required=True,
-        type=model_spec,
-        metavar="MODULE:FACTORY",
-        help="import path of a callable that returns the model, e.g. prunefw.examples:digits_mlp",
-    )
+    add_model_argument(parser)
     parser.add_argument(
         "--checkpoint",
         type=Path,
