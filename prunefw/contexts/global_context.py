@@ -11,6 +11,7 @@ from prunefw.contexts.base import PruningContext, annotate, as_criteria, importa
 from prunefw.contexts.streaming import prune_streaming
 from prunefw.criteria.base import PruningCriterion
 from prunefw.errors import InvalidArgumentError, PruningTypeError
+from prunefw.reparametrization import release_mask_reference
 from prunefw.targets import PruningTarget, select_targets
 
 __all__ = ["STRATEGIES", "GlobalPruningContext"]
@@ -143,6 +144,10 @@ class GlobalPruningContext(PruningContext):
                     criterion=crit,
                     magnitude=not custom,
                 )
+                # Drop the hooks' views of this call's concatenated mask right away, so
+                # several criteria never hold several concatenated masks at once.
+                for target in self.targets:
+                    release_mask_reference(target.module, target.name)
             except Exception as exc:
                 annotate(
                     exc,
