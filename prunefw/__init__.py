@@ -34,9 +34,11 @@ from prunefw.hookspecs import hookimpl
 from prunefw.permanence import make_permanent
 from prunefw.registry import available_criteria, criterion
 from prunefw.report import SparsityReport, TensorSparsity, sparsity_report
+from prunefw.schedule import GradualPruner
 
 __all__ = [
     "GlobalPruningContext",
+    "GradualPruner",
     "LayerPruningContext",
     "MagnitudeCriterion",
     "PercentileCriterion",
