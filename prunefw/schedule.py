@@ -19,6 +19,7 @@ from torch import nn
 
 from prunefw.calibration import Forward
 from prunefw.contexts.base import PruningContext
+from prunefw.criteria._validation import check_fraction
 from prunefw.errors import InvalidArgumentError, InvalidTypeError
 
 __all__ = ["CURVES", "GradualPruner"]
@@ -44,17 +45,6 @@ def _check_int(value: object, argument: str, minimum: int) -> int:
     if value < minimum:
         raise InvalidArgumentError(f"GradualPruner({argument}={value!r}): must be >= {minimum}")
     return int(value)
-
-
-def _check_sparsity(value: object, argument: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise InvalidTypeError(
-            f"GradualPruner({argument}={value!r}): expected a float in [0, 1], "
-            f"got {type(value).__name__}"
-        )
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise InvalidArgumentError(f"GradualPruner({argument}={value!r}): must be in [0, 1]")
-    return float(value)
 
 
 def _pruned_count(module: nn.Module, name: str) -> tuple[int, int]:
@@ -157,8 +147,10 @@ class GradualPruner:
                 "amount -> PruningContext"
             )
         self.context_factory = context_factory
-        self.initial_sparsity = _check_sparsity(initial_sparsity, "initial_sparsity")
-        self.final_sparsity = _check_sparsity(final_sparsity, "final_sparsity")
+        self.initial_sparsity = check_fraction(
+            initial_sparsity, "initial_sparsity", "GradualPruner"
+        )
+        self.final_sparsity = check_fraction(final_sparsity, "final_sparsity", "GradualPruner")
         if self.final_sparsity < self.initial_sparsity:
             raise InvalidArgumentError(
                 f"GradualPruner(final_sparsity={final_sparsity!r}): must be >= "
