@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prunefw.contexts import GlobalPruningContext, LayerPruningContext, PruningContext
-from prunefw.criteria.base import PruningCriterion
+from prunefw.criteria.base import PruningCriterion, format_call
 from prunefw.errors import CheckpointError, InvalidTypeError
 
 __all__ = ["METADATA_KEY", "SCOPES", "HistoryEntry", "PruningHistory"]
@@ -110,8 +110,7 @@ class HistoryEntry:
 
     def describe(self) -> str:
         """Return ``"<scope> <criterion>(key=value, ...)"``."""
-        args = ", ".join(f"{key}={value!r}" for key, value in self.config.items())
-        return f"{self.scope} {self.criterion}({args})"
+        return f"{self.scope} {format_call(self.criterion, self.config)}"
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,7 @@ from prunefw._rollback import rollback_on_error
 from prunefw.calibration import Forward
 from prunefw.contexts import GlobalPruningContext, LayerPruningContext, PruningContext
 from prunefw.contexts.global_context import STRATEGIES
-from prunefw.criteria.base import PruningCriterion
+from prunefw.criteria.base import PruningCriterion, format_call
 from prunefw.errors import InvalidTypeError, PrunefwError, RecipeError, TargetError
 from prunefw.registry import CriterionRegistry, default_registry
 from prunefw.targets import PruningTarget, make_target, select_targets
@@ -153,8 +153,7 @@ class CriterionSpec:
         return {"name": self.name, **self.params}
 
     def __str__(self) -> str:
-        args = ", ".join(f"{key}={value!r}" for key, value in self.params.items())
-        return f"{self.name}({args})"
+        return format_call(self.name, self.params)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -11,7 +12,17 @@ from torch import nn
 
 from prunefw.methods import CriterionPruningMethod, make_pruning_method
 
-__all__ = ["PruningCriterion", "RankSelection"]
+__all__ = ["PruningCriterion", "RankSelection", "format_call"]
+
+
+def format_call(name: str, kwargs: Mapping[str, Any]) -> str:
+    """Format a criterion call, e.g. ``magnitude(amount=0.5)``.
+
+    Example:
+        >>> format_call("percentile", {"lower": 0.1, "upper": 0.9})
+        'percentile(lower=0.1, upper=0.9)'
+    """
+    return f"{name}({', '.join(f'{key}={value!r}' for key, value in kwargs.items())})"
 
 
 @dataclass(frozen=True)
@@ -179,5 +190,4 @@ class PruningCriterion(abc.ABC):
         return {}
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{key}={value!r}" for key, value in self.config().items())
-        return f"{type(self).__name__}({args})"
+        return format_call(type(self).__name__, self.config())
