@@ -14,7 +14,7 @@ from prunefw.calibration import Forward, calibrate
 from prunefw.criteria.base import PruningCriterion
 from prunefw.errors import InvalidArgumentError, InvalidTypeError
 from prunefw.permanence import remove_pruning
-from prunefw.reparametrization import install_deepcopy_support, release_mask_reference
+from prunefw.reparametrization import install_deepcopy_support
 from prunefw.targets import PruningTarget, check_finite
 
 __all__ = ["PruningContext", "as_criteria", "importance_scores"]
@@ -127,7 +127,6 @@ class PruningContext(abc.ABC):
         with rollback_on_error(target.module for target in self.targets):
             self._prune()
             for target in self.targets:
-                release_mask_reference(target.module, target.name)
                 install_deepcopy_support(target.module)
 
     @abc.abstractmethod

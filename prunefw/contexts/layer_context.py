@@ -12,6 +12,7 @@ from prunefw.contexts.base import PruningContext, annotate, as_criteria, importa
 from prunefw.criteria.base import PruningCriterion
 from prunefw.errors import InvalidArgumentError, InvalidTypeError
 from prunefw.methods import compute_mask
+from prunefw.reparametrization import release_mask_reference
 from prunefw.targets import PruningTarget, check_unique, make_target, resolve_module
 
 __all__ = ["LayerKey", "LayerPruningContext"]
@@ -119,6 +120,7 @@ class LayerPruningContext(PruningContext):
         method = type(crit).PruningMethod(crit, magnitude=scores is None)
         mask = compute_mask(method, weights if scores is None else scores, default_mask, name)
         prune.custom_from_mask(module, name, mask)
+        release_mask_reference(module, name)
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{t.label}: {list(c)!r}" for t, c in self.plan)
