@@ -22,7 +22,7 @@ from prunefw.contexts.base import PruningContext
 from prunefw.criteria._validation import check_fraction
 from prunefw.errors import InvalidArgumentError, InvalidTypeError
 
-__all__ = ["CURVES", "GradualPruner"]
+__all__ = ["AMOUNT_TYPES", "CURVES", "GradualPruner", "check_schedule"]
 
 #: The built-in curves, as functions of the progress ``p`` in ``[0, 1]`` returning the
 #: fraction of the way from the initial to the final sparsity.
@@ -32,7 +32,8 @@ CURVES: dict[str, Callable[[float], float]] = {
     "constant": lambda p: 1.0,
 }
 
-_AMOUNT_TYPES = ("fraction", "count")
+#: How the amount is passed to the context factory.
+AMOUNT_TYPES = ("fraction", "count")
 
 TargetKey = tuple[nn.Module, str]
 
@@ -45,6 +46,86 @@ def _check_int(value: object, argument: str, minimum: int) -> int:
     if value < minimum:
         raise InvalidArgumentError(f"GradualPruner({argument}={value!r}): must be >= {minimum}")
     return int(value)
+
+
+def check_schedule(
+    *,
+    initial_sparsity: float = 0.0,
+    final_sparsity: float,
+    start_step: int = 0,
+    end_step: int,
+    frequency: int = 1,
+    curve: str | Callable[[float], float] = "cubic",
+    amount_type: str = "fraction",
+    per_tensor: bool = False,
+) -> dict[str, Any]:
+    """Validate the settings of a :class:`GradualPruner` without building one.
+
+    Takes the same keyword arguments as :class:`GradualPruner` (except the factory)
+    and raises the same errors; recipes use it to check a ``[schedule]`` section
+    before any model is involved.
+
+    Returns:
+        The settings, with the sparsities as floats and the steps as ints.
+
+    Raises:
+        InvalidArgumentError: ``final_sparsity < initial_sparsity``, a sparsity outside
+            ``[0, 1]``, ``end_step <= start_step``, ``frequency < 1``, an unknown
+            curve or amount type.
+        InvalidTypeError: An argument of the wrong type.
+
+    Example:
+        >>> check_schedule(final_sparsity=0.9, end_step=100)["final_sparsity"]
+        0.9
+        >>> check_schedule(final_sparsity=0.9, end_step=100, frequency=0)
+        Traceback (most recent call last):
+        ...
+        prunefw.errors.InvalidArgumentError: GradualPruner(frequency=0): must be >= 1
+    """
+    initial = check_fraction(initial_sparsity, "initial_sparsity", "GradualPruner")
+    final = check_fraction(final_sparsity, "final_sparsity", "GradualPruner")
+    if final < initial:
+        raise InvalidArgumentError(
+            f"GradualPruner(final_sparsity={final_sparsity!r}): must be >= "
+            f"initial_sparsity={initial_sparsity!r} (pruning never un-prunes)"
+        )
+    start = _check_int(start_step, "start_step", 0)
+    end = _check_int(end_step, "end_step", 0)
+    if end <= start:
+        raise InvalidArgumentError(
+            f"GradualPruner(end_step={end_step!r}): must be > start_step={start_step!r} "
+            "(zero pruning steps)"
+        )
+    freq = _check_int(frequency, "frequency", 1)
+    if isinstance(curve, str):
+        if curve not in CURVES:
+            raise InvalidArgumentError(
+                f"GradualPruner(curve={curve!r}): expected one of "
+                f"{', '.join(map(repr, CURVES))} or a callable"
+            )
+    elif not callable(curve):
+        raise InvalidTypeError(
+            f"GradualPruner(curve={curve!r}): expected a curve name or a callable"
+        )
+    if amount_type not in AMOUNT_TYPES:
+        raise InvalidArgumentError(
+            f"GradualPruner(amount_type={amount_type!r}): expected 'fraction' or 'count'"
+        )
+    if not isinstance(per_tensor, bool):
+        raise InvalidTypeError(
+            f"GradualPruner(per_tensor={per_tensor!r}): expected a bool, "
+            f"got {type(per_tensor).__name__}"
+        )
+    return {
+        "initial_sparsity": initial,
+        "final_sparsity": final,
+        "start_step": start,
+        "end_step": end,
+        "frequency": freq,
+        "curve": curve,
+        "amount_type": amount_type,
+        "per_tensor": per_tensor,
+    }
 
 
 def _pruned_count(module: nn.Module, name: str) -> tuple[int, int]:
@@ -147,48 +228,25 @@ class GradualPruner:
                 "amount -> PruningContext"
             )
         self.context_factory = context_factory
-        self.initial_sparsity = check_fraction(
-            initial_sparsity, "initial_sparsity", "GradualPruner"
+        settings = check_schedule(
+            initial_sparsity=initial_sparsity,
+            final_sparsity=final_sparsity,
+            start_step=start_step,
+            end_step=end_step,
+            frequency=frequency,
+            curve=curve,
+            amount_type=amount_type,
+            per_tensor=per_tensor,
         )
-        self.final_sparsity = check_fraction(final_sparsity, "final_sparsity", "GradualPruner")
-        if self.final_sparsity < self.initial_sparsity:
-            raise InvalidArgumentError(
-                f"GradualPruner(final_sparsity={final_sparsity!r}): must be >= "
-                f"initial_sparsity={initial_sparsity!r} (pruning never un-prunes)"
-            )
-        self.start_step = _check_int(start_step, "start_step", 0)
-        self.end_step = _check_int(end_step, "end_step", 0)
-        if self.end_step <= self.start_step:
-            raise InvalidArgumentError(
-                f"GradualPruner(end_step={end_step!r}): must be > start_step={start_step!r} "
-                "(zero pruning steps)"
-            )
-        self.frequency = _check_int(frequency, "frequency", 1)
-        if isinstance(curve, str):
-            if curve not in CURVES:
-                raise InvalidArgumentError(
-                    f"GradualPruner(curve={curve!r}): expected one of "
-                    f"{', '.join(map(repr, CURVES))} or a callable"
-                )
-            self._curve = CURVES[curve]
-        elif callable(curve):
-            self._curve = curve
-        else:
-            raise InvalidTypeError(
-                f"GradualPruner(curve={curve!r}): expected a curve name or a callable"
-            )
-        self.curve = curve
-        if amount_type not in _AMOUNT_TYPES:
-            raise InvalidArgumentError(
-                f"GradualPruner(amount_type={amount_type!r}): expected 'fraction' or 'count'"
-            )
-        self.amount_type = amount_type
-        if not isinstance(per_tensor, bool):
-            raise InvalidTypeError(
-                f"GradualPruner(per_tensor={per_tensor!r}): expected a bool, "
-                f"got {type(per_tensor).__name__}"
-            )
-        self.per_tensor = per_tensor
+        self.initial_sparsity: float = settings["initial_sparsity"]
+        self.final_sparsity: float = settings["final_sparsity"]
+        self.start_step: int = settings["start_step"]
+        self.end_step: int = settings["end_step"]
+        self.frequency: int = settings["frequency"]
+        self.curve: str | Callable[[float], float] = curve
+        self._curve: Callable[[float], float] = CURVES[curve] if isinstance(curve, str) else curve
+        self.amount_type: str = amount_type
+        self.per_tensor: bool = per_tensor
         self.step_count = 0
         zero: Any = 0 if amount_type == "count" else 0.0
         probe = self._build(defaultdict(lambda: zero) if per_tensor else zero)

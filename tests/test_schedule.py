@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import make_mlp
 from torch import nn
 
 from prunefw import (
@@ -19,7 +20,6 @@ from prunefw import (
 )
 from prunefw.errors import InvalidArgumentError, InvalidTypeError
 from prunefw.examples import accuracy, digits_mlp, load_digits_data
-from tests.conftest import make_mlp
 
 
 def linears(model: nn.Module) -> list[nn.Linear]:
