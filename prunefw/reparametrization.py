@@ -90,14 +90,21 @@ def release_mask_reference(module: nn.Module, name: str) -> None:
             method.mask = buffer
 
 
-def refresh_pruned_tensors(module: nn.Module) -> None:
-    """Recompute ``name = name_orig * name_mask`` for every pruned tensor of ``module``.
+def refresh_pruned_tensor(module: nn.Module, name: str) -> None:
+    """Recompute ``name = name_orig * name_mask`` if ``name`` is pruned (else do nothing).
 
-    torch does this in the forward pre-hook; call it after changing ``name_orig`` or
-    ``name_mask`` (e.g. by ``load_state_dict``) so the attribute is current at once.
+    torch does this in the forward pre-hook, so between an optimizer step and the next
+    forward pass the plain attribute still holds the old weights; call this to make it
+    current at once (before scoring the weights, or after ``load_state_dict``).
     """
-    for name in pruned_tensor_names(module):
+    if name in pruned_tensor_names(module):
         setattr(module, name, find_pruning_hook(module, name).apply_mask(module))
+
+
+def refresh_pruned_tensors(module: nn.Module) -> None:
+    """Recompute ``name = name_orig * name_mask`` for every pruned tensor of ``module``."""
+    for name in pruned_tensor_names(module):
+        refresh_pruned_tensor(module, name)
 
 
 class _PrunedModuleDeepcopy:

@@ -952,3 +952,38 @@ def test_make_permanent_only_touches_own_targets():
     )
     assert "__deepcopy__" not in vars(model[0])
     copy.deepcopy(model)
+
+
+# --- the weights as they are now ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("context", ["global", "streaming", "layer"])
+def test_pruning_after_an_optimizer_step_scores_the_current_weights(context):
+    """Between an optimizer step and the next forward pass, ``weight`` is stale.
+
+    torch's forward pre-hook recomputes ``weight = weight_orig * weight_mask`` only at
+    the next forward pass; a prune in between (a gradual pruner stepping after
+    ``optimizer.step()``) must rank the weights the optimizer just wrote.
+    """
+    layer = nn.Linear(8, 8)
+
+    def build(amount: float):
+        criterion = MagnitudeCriterion(amount=amount)
+        if context == "layer":
+            return LayerPruningContext({layer: criterion})
+        strategy = "streaming" if context == "streaming" else "global_unstructured"
+        return GlobalPruningContext(layer, criterion, strategy=strategy)
+
+    build(0.25).prune()
+    stale = layer.weight.detach().clone()
+    with torch.no_grad():  # what an optimizer step does: write weight_orig in place
+        layer.weight_orig.copy_(torch.arange(64.0).flip(0).reshape(8, 8) + 1)
+    build(0.5).prune()
+    current = layer.weight_orig.detach()
+    survivors = current[layer.weight_mask != 0]
+    assert int((layer.weight_mask == 0).sum()) == 16 + 24
+    # the 24 newly pruned are the smallest *current* weights among the 48 unpruned
+    newly = current[(layer.weight_mask == 0) & (stale != 0)]
+    assert len(newly) == 24
+    assert newly.abs().max() < survivors.abs().min()
+    assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)

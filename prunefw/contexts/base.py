@@ -14,7 +14,7 @@ from prunefw.calibration import Forward, calibrate
 from prunefw.criteria.base import PruningCriterion
 from prunefw.errors import InvalidArgumentError, InvalidTypeError
 from prunefw.permanence import remove_pruning
-from prunefw.reparametrization import install_deepcopy_support
+from prunefw.reparametrization import install_deepcopy_support, refresh_pruned_tensor
 from prunefw.targets import PruningTarget, check_finite
 
 __all__ = ["PruningContext", "as_criteria", "importance_scores"]
@@ -108,6 +108,11 @@ class PruningContext(abc.ABC):
     ) -> None:
         """Prune every target; on any error, leave the model untouched and re-raise.
 
+        The criteria see each target as it is now: a tensor pruned before is first
+        recomputed as ``name_orig * name_mask`` (what torch's forward pre-hook does at
+        the next forward pass), so a prune right after ``optimizer.step()`` ranks the
+        weights the optimizer just wrote.
+
         Args:
             calibration_data: Batches for criteria with ``requires_calibration``
                 (see :mod:`prunefw.calibration`); ignored if no criterion needs them.
@@ -121,10 +126,13 @@ class PruningContext(abc.ABC):
             Exception: Whatever a criterion raised, with a note naming it and
                 the tensor.
         """
-        for target in self.targets:
-            check_finite(target, getattr(target.module, target.name).detach())
-        calibrate(self.model, self._calibration_plan(), calibration_data, forward)
         with rollback_on_error(target.module for target in self.targets):
+            for target in self.targets:
+                # Score the weights as they are now: after an optimizer step, a pruned
+                # tensor's attribute is stale until the forward pre-hook recomputes it.
+                refresh_pruned_tensor(target.module, target.name)
+                check_finite(target, getattr(target.module, target.name).detach())
+            calibrate(self.model, self._calibration_plan(), calibration_data, forward)
             self._prune()
             for target in self.targets:
                 install_deepcopy_support(target.module)
