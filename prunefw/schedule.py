@@ -33,7 +33,7 @@ CURVES: dict[str, Callable[[float], float]] = {
 }
 
 #: How the amount is passed to the context factory.
-AMOUNT_TYPES = ("fraction", "count")
+AMOUNT_TYPES = ("fraction", "count", "sparsity")
 
 TargetKey = tuple[nn.Module, str]
 
@@ -109,7 +109,8 @@ def check_schedule(
         )
     if amount_type not in AMOUNT_TYPES:
         raise InvalidArgumentError(
-            f"GradualPruner(amount_type={amount_type!r}): expected 'fraction' or 'count'"
+            f"GradualPruner(amount_type={amount_type!r}): expected one of "
+            f"{', '.join(map(repr, AMOUNT_TYPES))}"
         )
     if not isinstance(per_tensor, bool):
         raise InvalidTypeError(
@@ -158,7 +159,11 @@ class GradualPruner:
     fraction of what remains ``(K - P) / (n - P)`` -- a criterion that prunes
     ``round(amount * remaining)`` (``MagnitudeCriterion``, ``RandomCriterion``,
     torch's methods) then prunes exactly ``K - P`` -- or, for
-    ``amount_type="count"``, the int ``K - P`` (for ``MagnitudeCriterion(amount=int)``).
+    ``amount_type="count"``, the int ``K - P`` (for ``MagnitudeCriterion(amount=int)``),
+    or, for ``amount_type="sparsity"``, the target ``s_t`` itself (for criteria whose
+    parameter is the sparsity to reach, like the ``wanda`` plugin's ``sparsity``;
+    exact as far as that criterion's own rounding goes). An event with nothing
+    missing is skipped (per tensor: that tensor gets ``0``).
     With ``per_tensor=False`` (default) the count is over all the context's targets
     together, which is exact for a :class:`~prunefw.GlobalPruningContext` with one
     criterion. With ``per_tensor=True`` every tensor follows the curve on its own and
@@ -185,7 +190,7 @@ class GradualPruner:
         end_step: Last pruning event (``t_0 + n * dt``), ``> start_step``.
         frequency: Steps between events (``dt``), ``>= 1``.
         curve: ``"cubic"``, ``"linear"``, ``"constant"`` or a callable.
-        amount_type: ``"fraction"`` or ``"count"``.
+        amount_type: ``"fraction"``, ``"count"`` or ``"sparsity"``.
         per_tensor: Follow the curve per tensor instead of over all targets.
 
     Raises:
@@ -289,6 +294,8 @@ class GradualPruner:
         missing = max(0, round(target * n) - pruned)
         if self.amount_type == "count":
             return missing
+        if self.amount_type == "sparsity":
+            return target if missing else 0.0
         remaining = n - pruned
         return missing / remaining if remaining else 0.0
 

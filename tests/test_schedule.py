@@ -156,6 +156,48 @@ def test_layer_context_per_tensor_lands_exactly_per_tensor(amount_type):
                 assert pruned == round(pruner.sparsity_at(t) * n)
 
 
+@pytest.mark.parametrize("per_tensor", [False, True])
+def test_sparsity_amounts_pass_the_target_itself(per_tensor):
+    """``amount_type="sparsity"`` is for criteria whose parameter is the sparsity to reach."""
+    model = make_mlp()
+    keys = [(m, "weight") for m in linears(model)]
+    received = []
+
+    def factory(amount):
+        received.append(amount)
+        amounts = amount if per_tensor else dict.fromkeys(keys, amount)
+        # A criterion that takes a target: prune up to round(target * n) in every tensor.
+        return LayerPruningContext(
+            {
+                key: MagnitudeCriterion(
+                    amount=max(0, round(amounts[key] * key[0].weight.numel()) - pruned)
+                )
+                for key, (pruned, _) in zip(keys, pruned_counts(model), strict=True)
+            },
+            model=model,
+        )
+
+    pruner = GradualPruner(
+        factory,
+        final_sparsity=0.7,
+        end_step=10,
+        frequency=5,
+        curve="linear",
+        amount_type="sparsity",
+        per_tensor=per_tensor,
+    )
+    for _ in range(12):
+        pruner.step()
+    expected = [0.35, 0.7]  # the events at 5 and 10; at 0 nothing is missing
+    if per_tensor:
+        assert received[1:] == [dict.fromkeys(keys, s) for s in expected]
+        assert received[0] == dict.fromkeys(keys, 0.0)  # the probe at construction
+    else:
+        assert received == [0.0, *expected]
+    for pruned, n in pruned_counts(model):
+        assert pruned == round(0.7 * n)
+
+
 def test_layer_context_single_tensor_scalar_lands_exactly():
     model = make_mlp()
     pruner = GradualPruner(
