@@ -59,8 +59,9 @@ import difflib
 import fnmatch
 import importlib
 import inspect
+import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -74,6 +75,7 @@ from prunefw.contexts.global_context import STRATEGIES
 from prunefw.criteria.base import PruningCriterion, format_call
 from prunefw.errors import InvalidTypeError, PrunefwError, RecipeError, TargetError
 from prunefw.registry import CriterionRegistry, default_registry
+from prunefw.schedule import AMOUNT_TYPES, CURVES, GradualPruner, check_schedule
 from prunefw.targets import PruningTarget, make_target, select_targets
 
 if sys.version_info >= (3, 11):
@@ -87,19 +89,45 @@ __all__ = [
     "LayerRule",
     "Recipe",
     "ResolvedRecipe",
+    "ScheduleSection",
     "Tracker",
     "apply_recipe",
+    "gradual_pruner",
     "load_recipe",
 ]
 
 _T = TypeVar("_T")
 
 #: Keys of a recipe, of its ``[global]`` section and of a ``[[layer]]`` rule.
-TOP_KEYS = ("description", "global", "layer")
+TOP_KEYS = ("description", "global", "layer", "schedule")
 GLOBAL_KEYS = ("criteria", "module_types", "include", "exclude", "tensor", "strategy")
 LAYER_KEYS = ("match", "module_type", "tensor", "criteria")
+SCHEDULE_KEYS = (
+    "final_sparsity",
+    "end_step",
+    "initial_sparsity",
+    "start_step",
+    "frequency",
+    "curve",
+    "parameter",
+    "amount_type",
+)
 
 _CRITERIA_EXAMPLE = 'criteria = [{ name = "magnitude", amount = 0.5 }]'
+
+_SPARSITY_RULE = "sparsities are numbers in [0, 1] with final_sparsity >= initial_sparsity"
+_STEP_RULE = "steps are ints (counts of step() calls) with end_step > start_step >= 0"
+#: The fix for a bad ``[schedule]`` value, by key.
+_SCHEDULE_RULES = {
+    "initial_sparsity": _SPARSITY_RULE,
+    "final_sparsity": _SPARSITY_RULE,
+    "start_step": _STEP_RULE,
+    "end_step": _STEP_RULE,
+    "frequency": "frequency is an int >= 1 (steps between pruning events)",
+    "curve": f"curve is one of {', '.join(map(repr, CURVES))}",
+    "amount_type": f"amount_type is one of {', '.join(map(repr, AMOUNT_TYPES))}",
+    "": f"{_SPARSITY_RULE}; {_STEP_RULE}; frequency >= 1",
+}
 
 
 class Tracker(Protocol):
@@ -144,9 +172,15 @@ class CriterionSpec:
     name: str
     params: Mapping[str, Any] = field(default_factory=dict)
 
-    def build(self, registry: CriterionRegistry | None = None) -> PruningCriterion:
-        """Return a new criterion (from ``registry``, default: the default registry)."""
-        return (registry or default_registry()).create(self.name, **self.params)
+    def build(
+        self, registry: CriterionRegistry | None = None, **overrides: Any
+    ) -> PruningCriterion:
+        """Return a new criterion (from ``registry``, default: the default registry).
+
+        ``overrides`` are keyword arguments that replace or add to :attr:`params`
+        (a ``[schedule]`` sets the amount this way).
+        """
+        return (registry or default_registry()).create(self.name, **{**self.params, **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         """Return the recipe form: ``{"name": ..., **params}``."""
@@ -242,6 +276,51 @@ class LayerRule:
         return data
 
 
+@dataclass(frozen=True)
+class ScheduleSection:
+    """The ``[schedule]`` section: prune gradually instead of at once.
+
+    With a schedule, the recipe's criteria are applied by a
+    :class:`~prunefw.GradualPruner` (see :func:`gradual_pruner`) that sets each
+    criterion's ``parameter`` at every pruning event, so that the sparsity of the
+    selected tensors follows the curve. The other attributes are the pruner's
+    arguments of the same names.
+
+    Attributes:
+        final_sparsity: The sparsity from ``end_step`` on.
+        end_step: The last pruning event.
+        initial_sparsity: The sparsity at ``start_step``.
+        start_step: The first pruning event.
+        frequency: Steps between pruning events.
+        curve: ``"cubic"``, ``"linear"`` or ``"constant"``.
+        parameter: The criterion keyword the schedule sets (``"amount"`` for
+            ``magnitude``, ``"prune_ratio"`` for ``random``).
+        amount_type: ``"fraction"`` (of what remains) or ``"count"``.
+    """
+
+    final_sparsity: float
+    end_step: int
+    initial_sparsity: float = 0.0
+    start_step: int = 0
+    frequency: int = 1
+    curve: str = "cubic"
+    parameter: str = "amount"
+    amount_type: str = "fraction"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the recipe form of the section (defaults left out)."""
+        data: dict[str, Any] = {"final_sparsity": self.final_sparsity, "end_step": self.end_step}
+        defaults = ScheduleSection(self.final_sparsity, self.end_step)
+        for key in SCHEDULE_KEYS[2:]:
+            if getattr(self, key) != getattr(defaults, key):
+                data[key] = getattr(self, key)
+        return data
+
+    def probe(self) -> float | int:
+        """The zero amount of the right type (what a criterion is checked with)."""
+        return 0 if self.amount_type == "count" else 0.0
+
+
 def _one_or_list(values: tuple[str, ...]) -> str | list[str]:
     return values[0] if len(values) == 1 else list(values)
 
@@ -277,6 +356,7 @@ class Recipe:
         source: Where the recipe came from (a file name), for messages.
         registry: The criterion registry its names were checked against (and
             criteria are built from); ``None`` means the default registry.
+        schedule: The ``[schedule]`` section, or ``None`` (prune at once).
     """
 
     global_section: GlobalSection | None = None
@@ -284,6 +364,7 @@ class Recipe:
     description: str | None = None
     source: str = "<recipe>"
     registry: CriterionRegistry | None = field(default=None, compare=False, repr=False)
+    schedule: ScheduleSection | None = None
 
     @classmethod
     def from_dict(
@@ -345,6 +426,8 @@ class Recipe:
             data["global"] = self.global_section.to_dict()
         if self.layers:
             data["layer"] = [rule.to_dict() for rule in self.layers]
+        if self.schedule is not None:
+            data["schedule"] = self.schedule.to_dict()
         return data
 
     def criteria(self) -> Iterator[tuple[str, CriterionSpec]]:
@@ -516,6 +599,7 @@ class _Parser:
     def __init__(self, source: str, registry: CriterionRegistry) -> None:
         self.source = source
         self.registry = registry
+        self.schedule: ScheduleSection | None = None
 
     def fail(self, where: str, problem: str, fix: str) -> RecipeError:
         return _fail(self.source, where, problem, fix)
@@ -546,6 +630,8 @@ class _Parser:
                 if key in GLOBAL_KEYS or key in LAYER_KEYS:
                     fix = f"put {key!r} inside a [global] section or a [[layer]] rule"
                 raise self.fail(where, f"unknown top-level key {key!r}", fix)
+        if "schedule" in data:
+            self.schedule = self.schedule_section(data["schedule"])
         description = data.get("description")
         if description is not None and not isinstance(description, str):
             raise self.fail(
@@ -576,7 +662,44 @@ class _Parser:
                 "nothing to prune: no [global] section and no [[layer]] rule",
                 f"add a [global] section with {_CRITERIA_EXAMPLE}, or [[layer]] rules",
             )
-        return Recipe(section, layers, description, self.source, registry)
+        if self.schedule is not None and section is not None and layers:
+            raise self.fail(
+                "schedule",
+                "a scheduled recipe has both a [global] section and [[layer]] rules; one "
+                "schedule follows one sparsity curve, over the [global] tensors together or "
+                "over each [[layer]] tensor on its own",
+                "keep one of them, or write two recipes and step one gradual pruner for each",
+            )
+        return Recipe(section, layers, description, self.source, registry, self.schedule)
+
+    def schedule_section(self, value: object) -> ScheduleSection:
+        where = "schedule"
+        example = "write [schedule] followed by final_sparsity = 0.9 and end_step = 1000"
+        data = self.table(value, where, example)
+        self.keys(data, SCHEDULE_KEYS, where)
+        for key in ("final_sparsity", "end_step"):
+            if key not in data:
+                raise self.fail(where, f"no {key}", example)
+        for key in ("curve", "parameter", "amount_type"):
+            if key in data and (not isinstance(data[key], str) or not data[key]):
+                raise self.fail(
+                    where,
+                    f"{key} must be a non-empty string, got {_kind(data[key])}",
+                    f"write {key} = {getattr(ScheduleSection, key)!r} (the default)",
+                )
+        try:
+            settings = check_schedule(
+                **{key: data[key] for key in SCHEDULE_KEYS if key in data and key != "parameter"}
+            )
+        except PrunefwError as exc:
+            # "GradualPruner(frequency=0): must be >= 1" -> "frequency = 0: must be >= 1"
+            found = re.match(r"GradualPruner\((\w+)=(.*?)\): (.*)", str(exc), re.S)
+            key, problem = (
+                (found[1], f"{found[1]} = {found[2]}: {found[3]}") if found else ("", str(exc))
+            )
+            raise self.fail(where, problem, _SCHEDULE_RULES.get(key, _SCHEDULE_RULES[""])) from None
+        del settings["per_tensor"]
+        return ScheduleSection(**settings, parameter=data.get("parameter", "amount"))
 
     def global_section(self, value: object) -> GlobalSection:
         where = "global"
@@ -677,6 +800,14 @@ class _Parser:
                 f"criteria must be a non-empty list, got {value!r}",
                 f"write {_CRITERIA_EXAMPLE}",
             )
+        if self.schedule is not None and len(value) > 1:
+            raise self.fail(
+                where,
+                f"{len(value)} criteria in a scheduled recipe; the schedule steers one "
+                "criterion per section or rule",
+                "keep the criterion the schedule steers, and apply the others with a "
+                "separate recipe",
+            )
         return tuple(
             self.criterion(item, where, index, strategy) for index, item in enumerate(value, 1)
         )
@@ -706,9 +837,12 @@ class _Parser:
         cls = self.registry.get(name)
         what = f"{what} {name!r}"
         signature = _signature(cls)
-        self.check_parameters(cls, signature, params, where, what)
+        probe = params
+        if self.schedule is not None:
+            probe = self.scheduled_parameters(cls, signature, params, where, what)
+        self.check_parameters(cls, signature, probe, where, what)
         try:
-            built = cls(**params)
+            built = cls(**probe)
         except (PrunefwError, ValueError, TypeError) as exc:
             raise self.fail(
                 where,
@@ -731,6 +865,37 @@ class _Parser:
                 "remove the strategy key to use 'global_unstructured'",
             )
         return CriterionSpec(name, params)
+
+    def scheduled_parameters(
+        self,
+        cls: type[PruningCriterion],
+        signature: inspect.Signature | None,
+        params: dict[str, Any],
+        where: str,
+        what: str,
+    ) -> dict[str, Any]:
+        """``params`` plus the scheduled parameter at zero, after checking it can be set."""
+        assert self.schedule is not None
+        key = self.schedule.parameter
+        if key in params:
+            raise self.fail(
+                where,
+                f"{what} sets {key} = {params[key]!r}, but the [schedule] sets {key} at every "
+                "pruning event",
+                f"remove {key} from the criterion; final_sparsity in [schedule] says how far "
+                "to prune",
+            )
+        if signature is not None:
+            names = [p.name for p in signature.parameters.values()]
+            takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+            if key not in names and not takes_any:
+                raise self.fail(
+                    where,
+                    f"{what} has no parameter {key!r} for the [schedule] to set",
+                    f"{_close(key, names)}set parameter in [schedule] to the keyword of the "
+                    f"criterion's amount: {_usage(cls.name, signature)}",
+                )
+        return {**params, key: self.schedule.probe()}
 
     def check_parameters(
         self,
@@ -863,6 +1028,15 @@ def apply_recipe(
     """
     if not isinstance(recipe, Recipe):
         raise InvalidTypeError(f"apply_recipe() expects a Recipe, got {recipe!r}")
+    if recipe.schedule is not None:
+        raise _fail(
+            recipe.source,
+            "schedule",
+            "the recipe prunes gradually during training ([schedule]); apply_recipe prunes at once",
+            "build the pruner with prunefw.recipes.gradual_pruner(model, recipe) and call its "
+            "step() from the training loop (docs/gradual.md), or remove [schedule] and give "
+            "the criterion its amount to prune at once",
+        )
     track = track or _no_progress
     registry = recipe.registry or default_registry()
     resolved = recipe.resolve(model)
@@ -915,6 +1089,100 @@ def apply_recipe(
                     exc.add_note(f"in {recipe.source} [{where}]")
                 raise
     return [ctx for ctx, _ in contexts]
+
+
+def gradual_pruner(model: nn.Module, recipe: Recipe) -> GradualPruner:
+    """Return the :class:`~prunefw.GradualPruner` a scheduled recipe describes for ``model``.
+
+    The recipe's ``[schedule]`` gives the pruner's settings; its ``[global]`` section
+    (one criterion: all selected tensors follow the curve together, through
+    :class:`~prunefw.GlobalPruningContext`) or its ``[[layer]]`` rules (one criterion
+    each: every matched tensor follows the curve on its own, ``per_tensor=True``,
+    through :class:`~prunefw.LayerPruningContext`) say what is pruned and how. At each
+    pruning event the criterion is built with the schedule's ``parameter`` set to the
+    amount that lands the curve's target. Every check of :meth:`Recipe.resolve` runs
+    here, before any training step.
+
+    Args:
+        model: The model to prune (not modified here; :meth:`GradualPruner.step`
+            prunes it).
+        recipe: A recipe with a ``[schedule]`` section.
+
+    Returns:
+        The pruner; call its ``step()`` once per optimizer step (pass
+        ``calibration_data`` to ``step()`` for criteria that need activations).
+
+    Raises:
+        RecipeError: The recipe has no ``[schedule]``, or does not fit the model.
+        InvalidTypeError: ``recipe`` is not a :class:`Recipe`.
+
+    Example:
+        >>> from torch import nn
+        >>> recipe = Recipe.from_toml('''
+        ... [global]
+        ... criteria = ["magnitude"]
+        ... [schedule]
+        ... final_sparsity = 0.75
+        ... end_step = 4
+        ... ''')
+        >>> model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+        >>> pruner = gradual_pruner(model, recipe)
+        >>> for _ in range(5):
+        ...     _ = pruner.step()
+        >>> pruner.sparsity()
+        0.75
+    """
+    if not isinstance(recipe, Recipe):
+        raise InvalidTypeError(f"gradual_pruner() expects a Recipe, got {recipe!r}")
+    schedule = recipe.schedule
+    if schedule is None:
+        raise _fail(
+            recipe.source,
+            "schedule",
+            "the recipe has no [schedule] section: it prunes at once",
+            "apply it with apply_recipe(model, recipe), or add a [schedule] section with "
+            "final_sparsity and end_step",
+        )
+    registry = recipe.registry or default_registry()
+    resolved = recipe.resolve(model)
+    key = schedule.parameter
+
+    def pruner(factory: Callable[[Any], PruningContext], per_tensor: bool) -> GradualPruner:
+        return GradualPruner(
+            factory,
+            initial_sparsity=schedule.initial_sparsity,
+            final_sparsity=schedule.final_sparsity,
+            start_step=schedule.start_step,
+            end_step=schedule.end_step,
+            frequency=schedule.frequency,
+            curve=schedule.curve,
+            amount_type=schedule.amount_type,
+            per_tensor=per_tensor,
+        )
+
+    section = recipe.global_section
+    if section is not None:
+        spec = section.criteria[0]
+        pairs = [(target.module, target.name) for target in resolved.global_targets]
+
+        def global_context(amount: float | int) -> PruningContext:
+            criterion = spec.build(registry, **{key: amount})
+            return GlobalPruningContext(
+                model, criterion, parameters=pairs, strategy=section.strategy
+            )
+
+        return pruner(global_context, per_tensor=False)
+    plan = [
+        ((target.module, target.name), rule.criteria[0])
+        for rule, targets in resolved.layer_targets
+        for target in targets
+    ]
+
+    def layer_context(amounts: Mapping[tuple[nn.Module, str], float | int]) -> PruningContext:
+        criteria = {pair: spec.build(registry, **{key: amounts[pair]}) for pair, spec in plan}
+        return LayerPruningContext(criteria, model=model)
+
+    return pruner(layer_context, per_tensor=True)
 
 
 def _needs_calibration(ctx: PruningContext) -> bool:

@@ -23,12 +23,14 @@ from prunefw.plugin_manager import PluginManager
 from prunefw.recipes import (
     GLOBAL_KEYS,
     LAYER_KEYS,
+    SCHEDULE_KEYS,
     TOP_KEYS,
     CriterionSpec,
     GlobalSection,
     LayerRule,
     Recipe,
     apply_recipe,
+    gradual_pruner,
     load_recipe,
 )
 from prunefw.registry import CriterionRegistry
@@ -507,12 +509,18 @@ def test_every_example_recipe_runs_on_the_model_it_targets(path):
     model = build_model(header.group(1))
     recipe = load_recipe(path)
     batches = [torch.rand(16, 64) for _ in range(2)]  # the digits' input size
-    contexts = apply_recipe(model, recipe, calibration_data=batches)
     resolved_labels = {
         label for labels in recipe.resolve(model).labels().values() for label in labels
     }
-    history = PruningHistory.from_contexts(contexts)
-    assert set(history.tensors) == resolved_labels
+    if recipe.schedule is None:
+        contexts = apply_recipe(model, recipe, calibration_data=batches)
+        history = PruningHistory.from_contexts(contexts)
+        assert set(history.tensors) == resolved_labels
+    else:
+        pruner = gradual_pruner(model, recipe)
+        for _ in range(recipe.schedule.end_step + 1):
+            pruner.step(batches)
+        assert pruner.sparsity() == pytest.approx(recipe.schedule.final_sparsity, abs=1e-3)
     report = sparsity_report(model, pruned_only=True)
     assert {t.label for t in report.tensors} == resolved_labels
     assert report.zeros > 0
@@ -529,22 +537,28 @@ def test_the_demo_recipe_is_the_documented_one():
 
 def test_docs_describe_every_recipe_key():
     text = (ROOT / "docs" / "recipes.md").read_text()
-    for key in (*TOP_KEYS, *GLOBAL_KEYS, *LAYER_KEYS):
+    for key in (*TOP_KEYS, *GLOBAL_KEYS, *LAYER_KEYS, *SCHEDULE_KEYS):
         assert f"`{key}`" in text, f"docs/recipes.md does not describe {key}"
     for path in DOC_RECIPES:
         assert path.name in text, f"docs/recipes.md does not list {path.name}"
 
 
-def test_docs_recipe_blocks_are_valid():
+def test_docs_recipe_blocks_are_valid(monkeypatch, capsys):
     text = (ROOT / "docs" / "recipes.md").read_text()
     tomls = re.findall(r"```toml\n(.*?)```", text, re.S)
-    assert len(tomls) == 2
+    assert len(tomls) == 3
     full = Recipe.from_toml(tomls[0], source="docs/recipes.md")
     assert full.global_section is not None and len(full.layers) == 1
-    criteria = tomls[1].replace("criteria =", "[[layer]]\nmatch = '0'\ncriteria =", 1)
+    scheduled = Recipe.from_toml(tomls[1], source="docs/recipes.md")
+    assert scheduled.schedule is not None and scheduled.schedule.final_sparsity == 0.9
+    criteria = tomls[2].replace("criteria =", "[[layer]]\nmatch = '0'\ncriteria =", 1)
     assert len(Recipe.from_toml(criteria).layers[0].criteria) == 2
-    for block in re.findall(r"```python\n(.*?)```", text, re.S):
+    monkeypatch.chdir(ROOT)  # the examples name files relative to the repository
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 2
+    for block in blocks:
         exec(compile(block, "docs/recipes.md", "exec"), {})
+    assert "0.9000" in capsys.readouterr().out
 
 
 def test_readme_recipe_is_valid_and_equals_the_demo_recipe():

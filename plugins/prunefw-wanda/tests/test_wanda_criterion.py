@@ -536,3 +536,38 @@ def test_applying_again_changes_nothing_and_sparsity_is_a_target():
     wanda_layer(other, 0.3, inputs)
     wanda_layer(other, 0.5, inputs)
     assert pruned_per_row(other.weight_mask).tolist() == [10] * 6
+
+
+# -- gradual pruning -------------------------------------------------------------------------
+
+
+def test_a_recipe_schedule_steers_wanda_by_its_target_sparsity():
+    """``parameter = "sparsity"`` with ``amount_type = "sparsity"``: every row follows the curve."""
+    from prunefw.recipes import Recipe, gradual_pruner
+
+    recipe = Recipe.from_toml(
+        """
+        [[layer]]
+        module_type = "Linear"
+        criteria = ["wanda"]
+        [schedule]
+        final_sparsity = 0.75
+        end_step = 4
+        frequency = 2
+        curve = "linear"
+        parameter = "sparsity"
+        amount_type = "sparsity"
+        """
+    )
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 4))
+    inputs = scaled_inputs(16)
+    pruner = gradual_pruner(model, recipe)
+    for t, expected in enumerate([0.0, 0.0, 0.375, 0.375, 0.75]):
+        pruner.step(inputs)
+        for layer in (model[0], model[2]):
+            per_row = round(expected * layer.in_features)
+            if per_row:
+                assert pruned_per_row(layer.weight_mask).tolist() == [per_row] * layer.out_features
+            else:
+                assert not hasattr(layer, "weight_mask"), t
+    assert pruner.sparsity() == 0.75
