@@ -288,6 +288,48 @@ def test_resume_from_state_dict_continues_the_same_curve():
     assert pruner_b.state_dict() == pruner_c.state_dict()
 
 
+def test_a_checkpoint_of_model_optimizer_and_pruner_resumes_bit_for_bit(tmp_path):
+    """Model, Adam and pruner saved mid-run: the resumed run equals the uninterrupted one."""
+
+    def fresh():
+        model = make_mlp(seed=7)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)  # built before pruning
+        pruner = GradualPruner(global_factory(model), final_sparsity=0.8, end_step=24, frequency=3)
+        return model, optimizer, pruner
+
+    model_a, opt_a, pruner_a = fresh()
+    train_steps(model_a, pruner_a, opt_a, 10)
+    path = tmp_path / "checkpoint.pt"
+    torch.save(
+        {
+            "model": model_a.state_dict(),
+            "optimizer": opt_a.state_dict(),
+            "pruner": pruner_a.state_dict(),
+        },
+        path,
+    )
+
+    model_b, opt_b, pruner_b = fresh()
+    saved = torch.load(path, weights_only=True)
+    load_pruned_state_dict(model_b, saved["model"])
+    opt_b.load_state_dict(saved["optimizer"])
+    pruner_b.load_state_dict(saved["pruner"])
+    train_steps(model_b, pruner_b, opt_b, 20, seed=1)
+
+    model_c, opt_c, pruner_c = fresh()  # uninterrupted
+    train_steps(model_c, pruner_c, opt_c, 10)
+    train_steps(model_c, pruner_c, opt_c, 20, seed=1)
+
+    state_b, state_c = model_b.state_dict(), model_c.state_dict()
+    assert list(state_b) == list(state_c)
+    for key in state_c:
+        assert torch.equal(state_b[key], state_c[key]), key
+    assert pruner_b.sparsity() == pruner_c.sparsity() == pytest.approx(0.8, abs=1e-3)
+    # the optimizer state went on from the checkpoint (Adam's step counts)
+    steps = {int(v["step"]) for v in opt_b.state_dict()["state"].values()}
+    assert steps == {30}
+
+
 def test_load_state_dict_refuses_other_settings(mlp):
     saved = GradualPruner(global_factory(mlp), final_sparsity=0.9, end_step=30).state_dict()
     other = GradualPruner(global_factory(mlp), final_sparsity=0.8, end_step=30)
@@ -404,6 +446,6 @@ def test_digits_gradual_pruning_recovers_accuracy():
 def test_gradual_docs_examples_run():
     text = (Path(__file__).resolve().parent.parent / "docs" / "gradual.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     for block in blocks:
         exec(compile(block, "docs/gradual.md", "exec"), {})
