@@ -54,9 +54,9 @@ def test_package_ships_py_typed():
     assert (Path(prunefw.__file__).parent / "py.typed").is_file()
 
 
-def test_readme_code_blocks_run_in_order():
+def test_readme_code_blocks_run_in_order(monkeypatch):
     blocks = code_blocks(ROOT / "README.md")
-    assert len(blocks) == 5
+    assert len(blocks) == 6
     namespace: dict[str, object] = {}
     exec(compile(blocks[0], "README-layer", "exec"), namespace)
     layer_model = namespace["model"]
@@ -75,6 +75,10 @@ def test_readme_code_blocks_run_in_order():
     weights = [model.conv1.weight_mask, model.conv2.weight_mask, model.fc1.weight_mask]
     pruned = sum(int((m == 0).sum()) for m in weights)
     assert pruned == round(0.5 * sum(m.numel() for m in weights))
+    # the gradual recipe, from the repository root as the README's paths say
+    monkeypatch.chdir(ROOT)
+    exec(compile(blocks[5], "README-gradual", "exec"), namespace)
+    assert namespace["pruner"].step_count == 1 and namespace["pruner"].end_step == 276
 
 
 def test_readme_names_the_two_setup_commands_and_ci_runs_the_test_one():
