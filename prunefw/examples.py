@@ -5,6 +5,9 @@
   8x8 digits images that scikit-learn ships (:func:`sklearn.datasets.load_digits`,
   1797 images, no download). ``prunefw prune --model prunefw.examples:digits_mlp``
   builds it with seeded weights.
+* :class:`DigitsCNN` (factory :func:`digits_cnn`): a small CNN for the same digits
+  (two 3x3 convolutions, a 2x2 max-pool, one Linear), taking the same flattened
+  ``(N, 64)`` input; ``prunefw.examples:digits_cnn`` on the command line.
 * :func:`load_digits_data`, :func:`train`, :func:`accuracy`: a seeded train/test
   split, a few epochs of Adam, and the test accuracy, in seconds on 2 cores.
 
@@ -38,10 +41,12 @@ __all__ = [
     "DIGITS_FEATURES",
     "DIGITS_RECIPE",
     "DemoNet",
+    "DigitsCNN",
     "DigitsData",
     "DigitsMLP",
     "accuracy",
     "demo_net",
+    "digits_cnn",
     "digits_mlp",
     "load_digits_data",
     "train",
@@ -115,6 +120,36 @@ class DigitsMLP(nn.Module):
         return self.classifier(self.features(x.flatten(1)))
 
 
+class DigitsCNN(nn.Module):
+    """A small CNN for the 8x8 digits: ``features`` (two convolutions, a pool) and a ``classifier``.
+
+    It takes the same flattened ``(N, 64)`` images as :class:`DigitsMLP` (any input with
+    64 values per image) and reshapes them to ``(N, 1, 8, 8)``, so :func:`train` and
+    :func:`accuracy` work unchanged. ``features`` is ``Conv2d(1, c1, 3, padding=1)``,
+    ReLU, ``Conv2d(c1, c2, 3, padding=1)``, ReLU, ``MaxPool2d(2)``; ``classifier`` is
+    ``Linear(c2 * 4 * 4, 10)``. Qualified names of the pruned layers: ``features.0``,
+    ``features.2`` (Conv2d), ``classifier`` (Linear).
+
+    Args:
+        channels: Output channels ``(c1, c2)`` of the two convolutions.
+    """
+
+    def __init__(self, channels: tuple[int, int] = (16, 32)) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, channels[0], kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(channels[0], channels[1], kernel_size=3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Linear(channels[1] * 4 * 4, DIGITS_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return class logits for a batch of images, shape ``(N, 64)`` or ``(N, 1, 8, 8)``."""
+        return self.classifier(self.features(x.reshape(-1, 1, 8, 8)).flatten(1))
+
+
 def _seeded(build: Callable[[], _T], seed: int) -> _T:
     """Run ``build`` with the global RNG seeded, leaving the caller's RNG state unchanged."""
     with torch.random.fork_rng(devices=[]):
@@ -129,6 +164,25 @@ def digits_mlp(seed: int = 0) -> DigitsMLP:
     ``prunefw.examples:digits_mlp``.
     """
     return _seeded(DigitsMLP, seed)
+
+
+def digits_cnn(seed: int = 0) -> DigitsCNN:
+    """Return a :class:`DigitsCNN` with weights initialised from ``seed``.
+
+    The global RNG is left as it was. Import path for the command line:
+    ``prunefw.examples:digits_cnn``.
+
+    Example:
+        >>> import torch
+        >>> model = digits_cnn()
+        >>> [name for name, _ in model.named_children()]
+        ['features', 'classifier']
+        >>> model(torch.zeros(2, 64)).shape
+        torch.Size([2, 10])
+        >>> torch.equal(digits_cnn().features[0].weight, model.features[0].weight)  # seeded
+        True
+    """
+    return _seeded(DigitsCNN, seed)
 
 
 def demo_net(seed: int = 0) -> DemoNet:
@@ -194,6 +248,7 @@ def train(
     lr: float = 3e-3,
     seed: int = 0,
     track: Callable[[Iterable[int], str, int | None], Iterable[int]] | None = None,
+    on_step: Callable[[], object] | None = None,
 ) -> list[float]:
     """Train ``model`` on ``data.train_*`` with Adam and cross-entropy, in place.
 
@@ -207,6 +262,8 @@ def train(
         lr: Adam's learning rate.
         seed: Seed of the shuffling.
         track: Optional progress wrapper, called as ``track(range(epochs), description, epochs)``.
+        on_step: Called after every optimizer step, e.g. a
+            :meth:`~prunefw.GradualPruner.step` that prunes while training.
 
     Returns:
         The mean training loss of each epoch.
@@ -228,6 +285,8 @@ def train(
             loss = nn.functional.cross_entropy(model(data.train_x[batch]), data.train_y[batch])
             loss.backward()
             optimizer.step()
+            if on_step is not None:
+                on_step()
             total += loss.item() * len(batch)
         losses.append(total / n)
     model.eval()

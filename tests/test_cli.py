@@ -312,7 +312,7 @@ def test_a_checkpoint_of_another_model(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("spec", "phrase"),
     [
-        ("prunefw.examples:digits_mpl", "has no attribute 'digits_mpl'; did you mean digits_mlp?"),
+        ("prunefw.examples:digits_mpl", "has no attribute 'digits_mpl'; did you mean digits_mlp"),
         ("no_such_module_xyz:build", "cannot import module 'no_such_module_xyz'"),
         ("prunefw.examples:DIGITS_FEATURES", "is not callable"),
         ("prunefw.examples:load_digits_data", "returned a DigitsData, not a torch.nn.Module"),
@@ -515,6 +515,11 @@ def test_demo_fast_with_the_console_script(tmp_path, capsys):
     assert accuracy["global magnitude"][0] > 0.85  # 50% costs little
     assert accuracy["global magnitude"][0] > accuracy["random"][0] + 0.2
     assert summary["recipe"]["fine_tuned_accuracy"] > 0.85
+    gradual = summary["gradual"]
+    assert (gradual["epochs"], gradual["steps"]) == (13, 13 * 23)  # past end_step = 276
+    assert gradual["sparsity"] == round(0.9 * 16384) / 16384  # the hidden layers, exactly
+    assert gradual["accuracy"] > accuracy["global magnitude"][1] + 0.2  # one-shot 90%
+    assert "gradual: 90.00% of the hidden layers' weights pruned" in text
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     saved = out / "digits_mlp_pruned.pt"
