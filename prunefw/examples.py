@@ -39,6 +39,7 @@ from prunefw.errors import PrunefwError
 __all__ = [
     "DIGITS_CLASSES",
     "DIGITS_FEATURES",
+    "DIGITS_GRADUAL_RECIPE",
     "DIGITS_RECIPE",
     "DemoNet",
     "DigitsCNN",
@@ -77,6 +78,34 @@ include = ["features.*"]
 [[layer]]
 match = "classifier"
 criteria = [{ name = "magnitude", amount = 0.5 }]
+"""
+
+
+#: The gradual recipe ``prunefw demo`` runs while fine-tuning a copy of the trained
+#: :class:`DigitsMLP`; the same text as ``docs/recipes/gradual-mlp.toml`` (a test keeps
+#: them equal). Its steps assume batches of 64 (23 optimizer steps per epoch).
+DIGITS_GRADUAL_RECIPE = """\
+# model: prunefw.examples:digits_mlp
+description = "digits MLP: the hidden layers pruned to 90% gradually while fine-tuning"
+
+# The two hidden layers of `features` share one magnitude ranking. The schedule sets
+# the criterion's `amount` at every pruning event, so the criterion has none here.
+[global]
+criteria = ["magnitude"]
+module_types = ["Linear"]
+include = ["features.*"]
+
+# Steps are optimizer steps: the digits' 1438 training images in batches of 64 make
+# 23 steps per epoch. From 0% to 90% along the cubic curve over the first 12 epochs
+# (276 steps), pruning every half epoch (12 steps); the rest of the fine-tuning
+# recovers at 90%.
+[schedule]
+initial_sparsity = 0.0
+final_sparsity = 0.9
+start_step = 0
+end_step = 276
+frequency = 12
+curve = "cubic"
 """
 
 

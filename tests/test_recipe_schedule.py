@@ -13,7 +13,7 @@ from torch import nn
 from prunefw import GlobalPruningContext, GradualPruner, MagnitudeCriterion, load_pruned_state_dict
 from prunefw.cli import main
 from prunefw.errors import InvalidTypeError, NonFiniteWeightsError, RecipeError
-from prunefw.examples import digits_mlp
+from prunefw.examples import DIGITS_GRADUAL_RECIPE, digits_mlp
 from prunefw.recipes import (
     SCHEDULE_KEYS,
     Recipe,
@@ -350,6 +350,11 @@ def test_the_command_line_refuses_a_scheduled_recipe(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "[schedule] the recipe prunes gradually" in err
     assert not out.exists()
+
+
+def test_the_demo_runs_the_documented_gradual_recipe():
+    text = (ROOT / "docs" / "recipes" / "gradual-mlp.toml").read_text()
+    assert text == DIGITS_GRADUAL_RECIPE
 
 
 def test_the_example_recipe_prunes_the_digits_mlp_to_90_percent():

@@ -10,7 +10,10 @@
    (``docs/recipes/digits-mlp.toml``) to the trained model, checks that a deep
    copy and a checkpoint round trip compute the same outputs, makes the pruning
    permanent and saves the state_dict (with its criterion history).
-4. Writes ``accuracy.json`` and, when matplotlib is installed, ``accuracy.png``
+4. Runs the gradual recipe :data:`~prunefw.examples.DIGITS_GRADUAL_RECIPE`
+   (``docs/recipes/gradual-mlp.toml``) on a copy of the trained model while
+   fine-tuning it: the hidden layers go from 0% to 90% along the cubic curve.
+5. Writes ``accuracy.json`` and, when matplotlib is installed, ``accuracy.png``
    (accuracy versus sparsity).
 
 ``--fast`` (what CI runs) trains fewer epochs on two sparsities. Needs the
@@ -37,6 +40,7 @@ from prunefw.cli._files import write_checkpoint
 from prunefw.cli._progress import ProgressBars, progress_enabled
 from prunefw.cli.report import print_report, report_data
 from prunefw.examples import (
+    DIGITS_GRADUAL_RECIPE,
     DIGITS_RECIPE,
     DemoNet,
     DigitsData,
@@ -47,7 +51,7 @@ from prunefw.examples import (
 )
 from prunefw.history import PruningHistory
 from prunefw.permanence import make_permanent
-from prunefw.recipes import Recipe, apply_recipe
+from prunefw.recipes import Recipe, apply_recipe, gradual_pruner
 from prunefw.report import sparsity_report
 
 __all__ = [
@@ -72,6 +76,8 @@ class DemoSettings:
         lr: Adam's learning rate.
         sparsities: The sparsities of the comparison table.
         tune_epochs: Fine-tuning epochs after the recipe.
+        gradual_epochs: Fine-tuning epochs of the gradual recipe (batches of 64, as
+            its steps assume: it reaches its final sparsity after 12 epochs).
     """
 
     epochs: int
@@ -79,11 +85,14 @@ class DemoSettings:
     lr: float
     sparsities: tuple[float, ...]
     tune_epochs: int
+    gradual_epochs: int = 20
 
 
 #: A full run, and ``--fast`` (fewer optimizer steps, two sparsities).
-FULL = DemoSettings(20, 64, 3e-3, (0.5, 0.7, 0.8, 0.9, 0.95), 5)
-FAST = DemoSettings(6, 128, 1e-2, (0.5, 0.9), 2)
+FULL = DemoSettings(20, 64, 3e-3, (0.5, 0.7, 0.8, 0.9, 0.95), 5, 20)
+FAST = DemoSettings(6, 128, 1e-2, (0.5, 0.9), 2, 13)
+#: Training settings of the gradual recipe (its ``end_step`` counts batches of 64).
+GRADUAL_TRAINING: dict[str, Any] = {"batch_size": 64, "lr": 3e-3}
 
 #: The compared criteria, as the demo's table names them.
 CRITERIA = ("global magnitude", "layerwise magnitude", "random")
@@ -200,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
     with ProgressBars(enabled=progress_enabled(args.quiet)) as track:
         train(model, data, epochs=epochs, seed=args.seed, track=track, **training)
     dense = accuracy(model, data.test_x, data.test_y)
+    trained = copy.deepcopy(model)
     seconds = time.perf_counter() - tick
     say(f"trained {epochs} epochs in {seconds:.1f} s: test accuracy {_percent(dense)}")
     with ProgressBars(enabled=progress_enabled(args.quiet)) as track:
@@ -247,6 +257,29 @@ def run(args: argparse.Namespace) -> int:
         f"{_percent(permanent_accuracy)}"
     )
 
+    gradual_recipe = Recipe.from_toml(DIGITS_GRADUAL_RECIPE, source="docs/recipes/gradual-mlp.toml")
+    say(f"\nrunning {gradual_recipe.source}: {gradual_recipe.description}")
+    gradual_model = copy.deepcopy(trained)
+    pruner = gradual_pruner(gradual_model, gradual_recipe)
+    gradual_epochs = settings.gradual_epochs
+    with ProgressBars(enabled=progress_enabled(args.quiet)) as track:
+        train(
+            gradual_model,
+            data,
+            epochs=gradual_epochs,
+            seed=args.seed + 2,
+            track=track,
+            on_step=pruner.step,
+            **GRADUAL_TRAINING,
+        )
+    gradual_accuracy = accuracy(gradual_model, data.test_x, data.test_y)
+    print(
+        f"gradual: {pruner.sparsity():.2%} of the hidden layers' weights pruned while "
+        f"fine-tuning a copy of the trained model {gradual_epochs} epochs "
+        f"({pruner.step_count} steps), test accuracy {_percent(gradual_accuracy)} "
+        f"(dense {_percent(dense)})"
+    )
+
     checkpoint = out / CHECKPOINT_NAME
     write_checkpoint(checkpoint, model.state_dict(), history)
     summary = {
@@ -261,6 +294,12 @@ def run(args: argparse.Namespace) -> int:
             "accuracy": pruned_accuracy,
             "fine_tune_epochs": tune_epochs,
             "fine_tuned_accuracy": tuned_accuracy,
+        },
+        "gradual": {
+            "sparsity": pruner.sparsity(),
+            "accuracy": gradual_accuracy,
+            "epochs": gradual_epochs,
+            "steps": pruner.step_count,
         },
     }
     (out / "accuracy.json").write_text(json.dumps(summary, indent=2) + "\n")
