@@ -19,7 +19,7 @@ from prunefw import (
     load_pruned_state_dict,
 )
 from prunefw.errors import InvalidArgumentError, InvalidTypeError
-from prunefw.examples import accuracy, digits_mlp, load_digits_data
+from prunefw.examples import accuracy, digits_mlp, load_digits_data, train
 
 
 def linears(model: nn.Module) -> list[nn.Linear]:
@@ -405,23 +405,14 @@ def test_digits_gradual_pruning_recovers_accuracy():
     def run(pruner_for=None, epochs=20):
         model = digits_mlp(seed=0)
         pruner = pruner_for(model) if pruner_for else None
-        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-        generator = torch.Generator().manual_seed(0)
         history = []
-        model.train()
-        for _ in range(epochs):
-            order = torch.randperm(len(data.train_x), generator=generator)
-            for start in range(0, len(order), 64):
-                batch = order[start : start + 64]
-                optimizer.zero_grad()
-                loss = nn.functional.cross_entropy(model(data.train_x[batch]), data.train_y[batch])
-                loss.backward()
-                optimizer.step()
-                if pruner is not None:
-                    pruner.step()
-            if pruner is not None:
-                history.append(pruner.sparsity())
-        model.eval()
+
+        def on_step():
+            pruner.step()
+            if pruner.step_count % batches_per_epoch == 0:
+                history.append(pruner.sparsity())  # at the end of every epoch
+
+        train(model, data, epochs=epochs, lr=3e-3, seed=0, on_step=on_step if pruner else None)
         return accuracy(model, data.test_x, data.test_y), history
 
     dense, _ = run()
@@ -435,6 +426,7 @@ def test_digits_gradual_pruning_recovers_accuracy():
         )
     )
     assert dense > 0.9
+    assert len(history) == 20
     assert history == sorted(history)  # rising, never un-pruned
     assert history[0] > 0.0 and history[-1] == pytest.approx(0.9, abs=1e-4)
     assert sparse >= dense - 0.03, (dense, sparse)
