@@ -198,6 +198,19 @@ def test_global_schedule_follows_the_curve_exactly_and_equals_a_hand_built_prune
     assert pruner.sparsity() == round(0.8 * total) / total
 
 
+def test_a_streaming_global_section_lands_on_the_same_masks():
+    streaming = GLOBAL.replace('module_types = ["Linear"]', 'strategy = "streaming"')
+    model_a, model_b = make_mlp(seed=8), make_mlp(seed=8)
+    pruner_a = gradual_pruner(model_a, recipe(GLOBAL.format(schedule=SCHEDULE)))
+    pruner_b = gradual_pruner(model_b, recipe(streaming.format(schedule=SCHEDULE)))
+    run(pruner_a, 13)
+    run(pruner_b, 13)
+    assert counts(model_a) == counts(model_b)
+    for a, b in zip(model_a.modules(), model_b.modules(), strict=True):
+        if hasattr(a, "weight_mask"):
+            assert torch.equal(a.weight_mask, b.weight_mask)
+
+
 def test_global_schedule_prunes_only_the_selected_tensors():
     text = """
 [global]
