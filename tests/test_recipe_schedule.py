@@ -54,6 +54,14 @@ def counts(model: nn.Module) -> list[tuple[int, int]]:
     return out
 
 
+def assert_same_masks(model: nn.Module, other: nn.Module) -> None:
+    """The two models have the same Linear weight masks (and unpruned tensors alike)."""
+    assert counts(model) == counts(other)
+    for a, b in zip(model.modules(), other.modules(), strict=True):
+        if isinstance(a, nn.Linear) and hasattr(a, "weight_mask"):
+            assert torch.equal(a.weight_mask, b.weight_mask)
+
+
 def run(pruner: GradualPruner, steps: int) -> list[float]:
     """Call ``step()`` ``steps`` times; return the sparsity after each call."""
     history = []
@@ -192,9 +200,7 @@ def test_global_schedule_follows_the_curve_exactly_and_equals_a_hand_built_prune
         assert pruner.step() == hand.step()
         if pruner.is_pruning_step(t):
             assert sum(p for p, _ in counts(model)) == round(pruner.sparsity_at(t) * total)
-        for a, b in zip(model.modules(), twin.modules(), strict=True):
-            if isinstance(a, nn.Linear) and hasattr(a, "weight_mask"):
-                assert torch.equal(a.weight_mask, b.weight_mask)
+        assert_same_masks(model, twin)
     assert pruner.sparsity() == round(0.8 * total) / total
 
 
@@ -205,10 +211,7 @@ def test_a_streaming_global_section_lands_on_the_same_masks():
     pruner_b = gradual_pruner(model_b, recipe(streaming.format(schedule=SCHEDULE)))
     run(pruner_a, 13)
     run(pruner_b, 13)
-    assert counts(model_a) == counts(model_b)
-    for a, b in zip(model_a.modules(), model_b.modules(), strict=True):
-        if hasattr(a, "weight_mask"):
-            assert torch.equal(a.weight_mask, b.weight_mask)
+    assert_same_masks(model_a, model_b)
 
 
 def test_global_schedule_prunes_only_the_selected_tensors():
@@ -288,10 +291,7 @@ def test_resume_continues_the_same_curve():
     pruner_b = gradual_pruner(model_b, recipe())
     pruner_b.load_state_dict(pruner_state)
     run(pruner_b, 10)
-    assert counts(model_a) == counts(model_b)
-    for a, b in zip(model_a.modules(), model_b.modules(), strict=True):
-        if hasattr(a, "weight_mask"):
-            assert torch.equal(a.weight_mask, b.weight_mask)
+    assert_same_masks(model_a, model_b)
 
 
 def test_training_with_a_recipe_schedule_keeps_the_optimizer_working():
