@@ -886,8 +886,7 @@ class _Parser:
                 "to prune",
             )
         if signature is not None:
-            names = [p.name for p in signature.parameters.values()]
-            takes_any = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+            names, takes_any = _keywords(signature)
             if key not in names and not takes_any:
                 raise self.fail(
                     where,
@@ -907,12 +906,7 @@ class _Parser:
     ) -> None:
         if signature is None:
             return
-        accepted = [
-            p.name
-            for p in signature.parameters.values()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-        ]
-        var_keyword = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+        accepted, var_keyword = _keywords(signature)
         for key in params:
             if key not in accepted and not var_keyword:
                 raise self.fail(
@@ -933,6 +927,13 @@ def _signature(cls: type) -> inspect.Signature | None:
         return inspect.signature(cls)
     except (TypeError, ValueError):  # pragma: no cover - builtins without signatures
         return None
+
+
+def _keywords(signature: inspect.Signature) -> tuple[list[str], bool]:
+    """The parameters a criterion can be given by keyword, and whether it takes ``**kwargs``."""
+    params = signature.parameters.values()
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return names, any(p.kind is p.VAR_KEYWORD for p in params)
 
 
 def _usage(name: str, signature: inspect.Signature | None) -> str:
