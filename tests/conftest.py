@@ -27,6 +27,16 @@ def make_mlp(seed: int = 0) -> nn.Sequential:
     )
 
 
+def pruned_counts(model: nn.Module) -> list[tuple[int, int]]:
+    """``(pruned entries, entries)`` of every Linear weight, in module order, from the masks."""
+    out = []
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            mask = getattr(module, "weight_mask", None)
+            out.append((0 if mask is None else int((mask == 0).sum()), module.weight.numel()))
+    return out
+
+
 @pytest.fixture
 def mlp() -> nn.Sequential:
     return make_mlp()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_mlp, model_state
+from conftest import make_mlp, model_state, pruned_counts
 from torch import nn
 
 from prunefw import GlobalPruningContext, GradualPruner, MagnitudeCriterion, load_pruned_state_dict
@@ -43,20 +43,9 @@ def recipe(text: str = GLOBAL.format(schedule=SCHEDULE)) -> Recipe:
     return Recipe.from_toml(text, source="r.toml")
 
 
-def counts(model: nn.Module) -> list[tuple[int, int]]:
-    """``(pruned, entries)`` of every Linear weight."""
-    out = []
-    for module in model.modules():
-        if isinstance(module, nn.Linear):
-            mask = getattr(module, "weight_mask", None)
-            pruned = 0 if mask is None else int((mask == 0).sum())
-            out.append((pruned, module.weight.numel()))
-    return out
-
-
 def assert_same_masks(model: nn.Module, other: nn.Module) -> None:
     """The two models have the same Linear weight masks (and unpruned tensors alike)."""
-    assert counts(model) == counts(other)
+    assert pruned_counts(model) == pruned_counts(other)
     for a, b in zip(model.modules(), other.modules(), strict=True):
         if isinstance(a, nn.Linear) and hasattr(a, "weight_mask"):
             assert torch.equal(a.weight_mask, b.weight_mask)
@@ -195,11 +184,11 @@ def test_global_schedule_follows_the_curve_exactly_and_equals_a_hand_built_prune
         end_step=12,
         frequency=3,
     )
-    total = sum(n for _, n in counts(model))
+    total = sum(n for _, n in pruned_counts(model))
     for t in range(15):
         assert pruner.step() == hand.step()
         if pruner.is_pruning_step(t):
-            assert sum(p for p, _ in counts(model)) == round(pruner.sparsity_at(t) * total)
+            assert sum(p for p, _ in pruned_counts(model)) == round(pruner.sparsity_at(t) * total)
         assert_same_masks(model, twin)
     assert pruner.sparsity() == round(0.8 * total) / total
 
@@ -256,9 +245,9 @@ parameter = "prune_ratio"
     for t in range(8):
         pruner.step()
         target = pruner.sparsity_at(min(t - t % 2, 6))
-        for pruned, n in counts(model):
+        for pruned, n in pruned_counts(model):
             assert pruned == round(target * n)
-    assert [p for p, _ in counts(model)] == [4096, 4096, 320]
+    assert [p for p, _ in pruned_counts(model)] == [4096, 4096, 320]
 
 
 def test_count_amounts_and_a_constant_curve():
@@ -273,7 +262,7 @@ amount_type = "count"
 """
     )
     model = make_mlp(seed=2)
-    total = sum(n for _, n in counts(model))
+    total = sum(n for _, n in pruned_counts(model))
     history = run(gradual_pruner(model, recipe(text)), 7)
     assert history[:2] == [0.0, 0.0]
     assert history[2:] == [round(0.6 * total) / total] * 5

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_mlp
+from conftest import make_mlp, pruned_counts
 from torch import nn
 
 from prunefw import (
@@ -32,14 +32,6 @@ def global_factory(model: nn.Module):
 
 def masks(model: nn.Module) -> list[torch.Tensor]:
     return [m.weight_mask.clone() for m in linears(model)]
-
-
-def pruned_counts(model: nn.Module) -> list[tuple[int, int]]:
-    out = []
-    for m in linears(model):
-        mask = getattr(m, "weight_mask", None)
-        out.append((0 if mask is None else int((mask == 0).sum()), m.weight.numel()))
-    return out
 
 
 # --- the curve ------------------------------------------------------------------------
