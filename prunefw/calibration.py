@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from prunefw.criteria.base import PruningCriterion
-from prunefw.errors import InvalidArgumentError
+from prunefw.errors import InvalidArgumentError, add_note
 from prunefw.targets import PruningTarget
 
 __all__ = ["Forward", "call_model", "calibrate"]
@@ -70,8 +70,7 @@ def _observer(criterion: PruningCriterion, target: PruningTarget) -> Callable[..
         try:
             criterion.observe(module, target.name, inputs, output)
         except Exception as exc:
-            if hasattr(exc, "add_note"):
-                exc.add_note(f"while calibrating {criterion!r} on {target.label}")
+            add_note(exc, f"while calibrating {criterion!r} on {target.label}")
             raise
 
     return hook

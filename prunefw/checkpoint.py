@@ -16,17 +16,13 @@ from prunefw.reparametrization import (
     pruned_tensor_names,
     refresh_pruned_tensors,
     release_mask_reference,
+    split_reparametrized_key,
 )
 
 if TYPE_CHECKING:
     from torch.nn.modules.module import _IncompatibleKeys
 
 __all__ = ["load_pruned_state_dict"]
-
-
-def _split(key: str) -> tuple[str, str]:
-    module_name, _, name = key.rpartition(".")
-    return module_name, name
 
 
 def load_pruned_state_dict(
@@ -84,9 +80,10 @@ def load_pruned_state_dict(
     modules = dict(model.named_modules())
     to_prune: list[tuple[nn.Module, str, torch.Tensor]] = []
     for key, mask in state_dict.items():
-        if not key.endswith("_mask") or key[: -len("_mask")] + "_orig" not in state_dict:
+        split = split_reparametrized_key(key, state_dict.keys())
+        if split is None:
             continue
-        module_name, name = _split(key[: -len("_mask")])
+        module_name, name = split
         module = modules.get(module_name)
         if module is None:
             raise CheckpointError(
@@ -105,7 +102,7 @@ def load_pruned_state_dict(
             shape = tuple(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise CheckpointError(
                 f"state_dict key {key!r} has shape {shape}, but the model's "
-                f"{key[: -len('_mask')]} has shape {tuple(param.shape)}"
+                f"{module_name + '.' if module_name else ''}{name} has shape {tuple(param.shape)}"
             )
         to_prune.append((module, name, mask))
 

@@ -31,7 +31,23 @@ __all__ = [
     "RecipeError",
     "TargetError",
     "UnknownCriterionError",
+    "add_note",
 ]
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """Add ``note`` to ``exc`` (shown under its traceback) where Python supports it.
+
+    Python 3.11+ has :meth:`BaseException.add_note`; on 3.10 the note is dropped.
+
+    Example:
+        >>> err = ValueError("bad")
+        >>> add_note(err, "while pruning 0.weight")
+        >>> getattr(err, "__notes__", ["while pruning 0.weight"])
+        ['while pruning 0.weight']
+    """
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
 
 
 class PrunefwError(Exception):

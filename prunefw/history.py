@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prunefw.contexts import GlobalPruningContext, LayerPruningContext, PruningContext
+from prunefw.contexts import PruningContext
 from prunefw.criteria.base import PruningCriterion, format_call
 from prunefw.errors import CheckpointError, InvalidTypeError
 
@@ -136,21 +136,15 @@ class PruningHistory:
         """
         tensors: dict[str, list[HistoryEntry]] = {}
         for ctx in contexts:
-            if isinstance(ctx, GlobalPruningContext):
-                for crit in ctx.criteria:
-                    entry = HistoryEntry.from_criterion(crit, "global")
-                    for target in ctx.targets:
-                        tensors.setdefault(target.label, []).append(entry)
-            elif isinstance(ctx, LayerPruningContext):
-                for target, criteria in ctx.plan:
-                    tensors.setdefault(target.label, []).extend(
-                        HistoryEntry.from_criterion(crit, "layer") for crit in criteria
-                    )
-            else:
+            if not isinstance(ctx, PruningContext):
                 raise InvalidTypeError(
-                    f"cannot record the history of {ctx!r}: expected a GlobalPruningContext "
-                    "or a LayerPruningContext"
+                    f"cannot record the history of {ctx!r}: expected a PruningContext "
+                    "(GlobalPruningContext or LayerPruningContext)"
                 )
+            for step in ctx.steps:
+                entry = HistoryEntry.from_criterion(step.criterion, step.scope)
+                for target in step.targets:
+                    tensors.setdefault(target.label, []).append(entry)
         return cls({label: tuple(entries) for label, entries in tensors.items()})
 
     def __add__(self, other: PruningHistory) -> PruningHistory:

@@ -1,4 +1,9 @@
-"""Helpers around torch's pruning reparametrization (``name_orig``, ``name_mask``, hook).
+"""torch's pruning reparametrization (``name_orig``, ``name_mask``, hook), in one place.
+
+Every other module of prunefw asks this one how torch stores a pruned tensor: its
+original (:func:`original_of`), its mask (:func:`mask_of`), whether it is pruned
+(:func:`is_pruned_tensor`), the state_dict keys (:func:`split_reparametrized_key`),
+and the qualified names of modules (:func:`qualified_names`).
 
 torch keeps a pruned tensor as a Parameter ``name_orig``, a buffer ``name_mask`` and
 a forward pre-hook (a :class:`~torch.nn.utils.prune.BasePruningMethod`) that
@@ -18,7 +23,7 @@ forward. This module reads that state and fixes two known problems with it:
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import torch
@@ -26,14 +31,110 @@ from torch import nn
 from torch.nn.utils import prune
 
 __all__ = [
+    "MASK_SUFFIX",
+    "ORIG_SUFFIX",
     "find_pruning_hook",
     "install_deepcopy_support",
+    "is_pruned_tensor",
     "iter_pruned_tensors",
+    "mask_name",
+    "mask_of",
+    "orig_name",
+    "original_of",
     "pruned_tensor_names",
+    "qualified_names",
     "refresh_pruned_tensors",
     "release_mask_reference",
+    "split_reparametrized_key",
     "uninstall_deepcopy_support",
 ]
+
+#: Suffix of the Parameter torch keeps the original (unpruned) values in.
+ORIG_SUFFIX = "_orig"
+#: Suffix of the buffer torch keeps the mask in.
+MASK_SUFFIX = "_mask"
+
+
+def orig_name(name: str) -> str:
+    """The attribute holding ``name``'s original values once pruned: ``name + "_orig"``."""
+    return name + ORIG_SUFFIX
+
+
+def mask_name(name: str) -> str:
+    """The buffer holding ``name``'s mask once pruned: ``name + "_mask"``."""
+    return name + MASK_SUFFIX
+
+
+def qualified_names(model: nn.Module | None) -> dict[int, str]:
+    """Map ``id(module)`` to its qualified name in ``model`` (``{}`` without a model).
+
+    A module registered under several names keeps the first one
+    (:meth:`torch.nn.Module.named_modules` order).
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Linear(2, 2))
+        >>> qualified_names(model)[id(model[0])]
+        '0'
+    """
+    if model is None:
+        return {}
+    return {id(module): name for name, module in model.named_modules()}
+
+
+def original_of(module: nn.Module, name: str) -> nn.Parameter | None:
+    """Return the Parameter ``name_orig`` of a pruned tensor, or ``None`` if it has none."""
+    value = module._parameters.get(orig_name(name))
+    return value if isinstance(value, nn.Parameter) else None
+
+
+def mask_of(module: nn.Module, name: str) -> torch.Tensor | None:
+    """Return the mask buffer ``name_mask`` of a pruned tensor, or ``None`` if it has none."""
+    value = module._buffers.get(mask_name(name))
+    return value if isinstance(value, torch.Tensor) else None
+
+
+def is_pruned_tensor(module: nn.Module, name: str) -> bool:
+    """Whether ``module.name`` is stored the way torch stores a pruned tensor.
+
+    That is: a Parameter ``name_orig`` and a buffer ``name_mask`` (the hook may be
+    missing, e.g. in a module restored from a state_dict before its pruning is
+    rebuilt).
+
+    Example:
+        >>> from torch import nn
+        >>> from torch.nn.utils import prune
+        >>> layer = prune.random_unstructured(nn.Linear(3, 3), "weight", amount=0.5)
+        >>> is_pruned_tensor(layer, "weight"), is_pruned_tensor(layer, "bias")
+        (True, False)
+    """
+    return original_of(module, name) is not None and mask_of(module, name) is not None
+
+
+def split_reparametrized_key(key: str, keys: Collection[str]) -> tuple[str, str] | None:
+    """Split the state_dict key of a mask into ``(module name, tensor name)``.
+
+    Args:
+        key: A state_dict key, e.g. ``"features.0.weight_mask"``.
+        keys: All keys of the state_dict: a mask counts only next to its original.
+
+    Returns:
+        ``("features.0", "weight")``, or ``None`` if ``key`` is not a mask with its
+        ``_orig`` beside it.
+
+    Example:
+        >>> split_reparametrized_key("0.weight_mask", {"0.weight_orig", "0.weight_mask"})
+        ('0', 'weight')
+        >>> split_reparametrized_key("0.weight", {"0.weight"}) is None
+        True
+    """
+    if not key.endswith(MASK_SUFFIX):
+        return None
+    qualified = key[: -len(MASK_SUFFIX)]
+    if orig_name(qualified) not in keys:
+        return None
+    module_name, _, name = qualified.rpartition(".")
+    return module_name, name
 
 
 def pruned_tensor_names(module: nn.Module) -> list[str]:
@@ -83,7 +184,7 @@ def release_mask_reference(module: nn.Module, name: str) -> None:
         name: The tensor's name.
     """
     hook = find_pruning_hook(module, name)
-    buffer = getattr(module, name + "_mask")
+    buffer = getattr(module, mask_name(name))
     methods = list(hook) if isinstance(hook, prune.PruningContainer) else [hook]
     for method in methods:
         if isinstance(method, prune.CustomFromMask):

@@ -10,7 +10,7 @@ from torch import nn
 
 from prunefw._table import format_table
 from prunefw.errors import InvalidTypeError
-from prunefw.reparametrization import pruned_tensor_names
+from prunefw.reparametrization import ORIG_SUFFIX, mask_name, pruned_tensor_names
 
 __all__ = ["SparsityReport", "TensorSparsity", "sparsity_report"]
 
@@ -146,9 +146,10 @@ def sparsity_report(model: nn.Module, *, pruned_only: bool = False) -> SparsityR
         for param_name, param in own:
             name = param_name
             tensor = param
-            if param_name.endswith("_orig") and param_name[: -len("_orig")] in pruned:
-                name = param_name[: -len("_orig")]
-                tensor = param * getattr(module, name + "_mask")
+            base = param_name.removesuffix(ORIG_SUFFIX)
+            if base != param_name and base in pruned:
+                name = base
+                tensor = param * getattr(module, mask_name(name))
             elif pruned_only:
                 continue
             entries.append(

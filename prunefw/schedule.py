@@ -19,8 +19,9 @@ from torch import nn
 
 from prunefw.calibration import Forward
 from prunefw.contexts.base import PruningContext
-from prunefw.criteria._validation import check_fraction
 from prunefw.errors import InvalidArgumentError, InvalidTypeError
+from prunefw.reparametrization import mask_of
+from prunefw.validation import check_fraction
 
 __all__ = ["AMOUNT_TYPES", "CURVES", "GradualPruner", "check_schedule"]
 
@@ -132,7 +133,7 @@ def check_schedule(
 def _pruned_count(module: nn.Module, name: str) -> tuple[int, int]:
     """``(pruned entries, entries)`` of one tensor, read from its mask."""
     n = getattr(module, name).numel()
-    mask = getattr(module, name + "_mask", None)
+    mask = mask_of(module, name)
     return (0 if mask is None else int((mask == 0).sum())), n
 
 

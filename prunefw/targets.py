@@ -11,12 +11,14 @@ import torch
 from torch import nn
 
 from prunefw.errors import InvalidTypeError, NonFiniteWeightsError, TargetError
+from prunefw.reparametrization import is_pruned_tensor, qualified_names
 
 __all__ = [
     "DEFAULT_MODULE_TYPES",
     "PruningTarget",
     "check_finite",
     "check_unique",
+    "is_module_type",
     "make_target",
     "resolve_module",
     "select_targets",
@@ -60,12 +62,6 @@ class PruningTarget:
         return (id(self.module), self.name)
 
 
-def _qualified_names(model: nn.Module | None) -> dict[int, str]:
-    if model is None:
-        return {}
-    return {id(module): name for name, module in model.named_modules()}
-
-
 def make_target(
     module: object, name: str, names: dict[int, str], model_given: bool
 ) -> PruningTarget:
@@ -91,10 +87,8 @@ def make_target(
     if model_given and id(module) not in names:
         raise TargetError(f"{type(module).__name__} {module!r} is not a submodule of the model")
     module_name = names.get(id(module), type(module).__name__)
-    pruned = isinstance(module._parameters.get(name + "_orig"), nn.Parameter) and hasattr(
-        module, name + "_mask"
-    )
-    if not pruned and not isinstance(module._parameters.get(name), nn.Parameter):
+    parameter = module._parameters.get(name)
+    if not is_pruned_tensor(module, name) and not isinstance(parameter, nn.Parameter):
         params = ", ".join(n for n, p in module.named_parameters(recurse=False)) or "none"
         raise TargetError(
             f"module {module_name!r} ({type(module).__name__}) has no parameter {name!r} "
@@ -135,11 +129,39 @@ def _patterns(value: str | Sequence[str] | None, argument: str) -> list[str]:
     return patterns
 
 
+def is_module_type(module: nn.Module, types: Sequence[type[nn.Module] | str]) -> bool:
+    """Whether ``module`` is an instance of one of ``types``, given as classes or names.
+
+    A name matches a class of the module's MRO by its short name (``"Linear"``) or
+    its qualified name (``"torch.nn.modules.linear.Linear"``), so names select
+    subclasses like classes do. Nothing is imported to resolve a name.
+
+    Example:
+        >>> from torch import nn
+        >>> is_module_type(nn.Linear(2, 2), ["Linear"])
+        True
+        >>> is_module_type(nn.LazyLinear(2), ["torch.nn.modules.linear.Linear"])
+        True
+        >>> is_module_type(nn.Conv2d(1, 1, 1), [nn.Linear, "Conv1d"])
+        False
+    """
+    classes = tuple(t for t in types if isinstance(t, type))
+    if classes and isinstance(module, classes):
+        return True
+    names = {t for t in types if isinstance(t, str)}
+    if not names:
+        return False
+    return any(
+        cls.__name__ in names or f"{cls.__module__}.{cls.__qualname__}" in names
+        for cls in type(module).__mro__
+    )
+
+
 def select_targets(
     model: nn.Module,
     *,
     parameters: Iterable[tuple[nn.Module, str]] | None = None,
-    module_types: Sequence[type[nn.Module]] | None = None,
+    module_types: Sequence[type[nn.Module] | str] | None = None,
     include: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,
     tensor_name: str = "weight",
@@ -147,7 +169,8 @@ def select_targets(
     """Resolve the tensors a global context prunes.
 
     Either explicit ``parameters`` pairs, or every module of ``module_types``
-    (default :data:`DEFAULT_MODULE_TYPES`) whose qualified name matches one of the
+    (default :data:`DEFAULT_MODULE_TYPES`; classes, or class names as
+    :func:`is_module_type` matches them) whose qualified name matches one of the
     ``include`` globs (default: all) and none of the ``exclude`` globs.
 
     Raises:
@@ -163,7 +186,7 @@ def select_targets(
         raise InvalidTypeError(
             f"module_types= expects a list of nn.Module classes, got {module_types!r}"
         )
-    names = _qualified_names(model)
+    names = qualified_names(model)
     if parameters is not None:
         if module_types is not None or include is not None or exclude is not None:
             raise TargetError(
@@ -183,13 +206,17 @@ def select_targets(
         return targets
 
     types = tuple(DEFAULT_MODULE_TYPES if module_types is None else module_types)
-    if not all(isinstance(t, type) and issubclass(t, nn.Module) for t in types):
-        raise InvalidTypeError(f"module_types= expects nn.Module subclasses, got {types!r}")
+    for item in types:
+        if not (isinstance(item, str) or (isinstance(item, type) and issubclass(item, nn.Module))):
+            raise InvalidTypeError(
+                f"module_types= expects nn.Module subclasses or class names such as "
+                f"'Linear', got {item!r}"
+            )
     included = _patterns(include, "include")
     excluded = _patterns(exclude, "exclude")
     targets = []
     for qualname, module in model.named_modules():
-        if not isinstance(module, types):
+        if not is_module_type(module, types):
             continue
         if included and not any(fnmatch.fnmatchcase(qualname, p) for p in included):
             continue
@@ -199,7 +226,7 @@ def select_targets(
         if has_tensor:
             targets.append(make_target(module, tensor_name, names, model_given=True))
     if not targets:
-        type_names = ", ".join(t.__name__ for t in types)
+        type_names = ", ".join(t if isinstance(t, str) else t.__name__ for t in types)
         raise TargetError(
             f"no tensor to prune: no module of type ({type_names}) with a {tensor_name!r} "
             f"tensor matches include={included or '*'} exclude={excluded or []}"

@@ -721,7 +721,7 @@ def _bad_global(kind: str) -> Any:
         ),
         "not-a-pair": lambda: GlobalPruningContext(model, crit, parameters=[model[0]]),
         "not-a-model": lambda: GlobalPruningContext("model", crit),
-        "bad-type": lambda: GlobalPruningContext(model, crit, module_types=[nn.Linear, "Conv2d"]),
+        "bad-type": lambda: GlobalPruningContext(model, crit, module_types=[nn.Linear, 42]),
         "bad-pattern": lambda: GlobalPruningContext(model, crit, include=["0", 2]),
     }
     return cases[kind]
@@ -745,7 +745,11 @@ GLOBAL_BAD = [
     ("stray-module", TargetError, r"Linear\(in_features=3.*is not a submodule of the model"),
     ("not-a-pair", InvalidTypeError, r"expects \(module, tensor_name\) pairs, got Linear"),
     ("not-a-model", InvalidTypeError, r"model must be an nn\.Module, got 'model'"),
-    ("bad-type", InvalidTypeError, r"module_types= expects nn\.Module subclasses.*'Conv2d'"),
+    (
+        "bad-type",
+        InvalidTypeError,
+        r"module_types= expects nn\.Module subclasses or class names.*42",
+    ),
     ("bad-pattern", InvalidTypeError, r"include= expects glob strings, got 2"),
 ]
 
@@ -987,3 +991,27 @@ def test_pruning_after_an_optimizer_step_scores_the_current_weights(context):
     assert len(newly) == 24
     assert newly.abs().max() < survivors.abs().min()
     assert torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
+
+
+def test_global_module_types_by_name_match_like_classes():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Conv1d(1, 1, 1), nn.LazyLinear(2))
+    by_name = GlobalPruningContext(model, MagnitudeCriterion(amount=0.5), module_types=["Linear"])
+    by_class = GlobalPruningContext(model, MagnitudeCriterion(amount=0.5), module_types=[nn.Linear])
+    assert [t.label for t in by_name.targets] == [t.label for t in by_class.targets]
+    assert [t.label for t in by_name.targets] == ["0.weight", "2.weight"]
+    qualified = GlobalPruningContext(
+        model, MagnitudeCriterion(amount=0.5), module_types=["torch.nn.modules.conv.Conv1d"]
+    )
+    assert [t.label for t in qualified.targets] == ["1.weight"]
+
+
+def test_global_module_type_names_import_nothing(monkeypatch):
+    import builtins
+
+    def no_import(name, *args, **kwargs):
+        raise AssertionError(f"resolving a module type name imported {name!r}")
+
+    model = nn.Sequential(nn.Linear(4, 4))
+    monkeypatch.setattr(builtins, "__import__", no_import)
+    with pytest.raises(TargetError, match=r"no module of type \(evilmod\.Block\)"):
+        GlobalPruningContext(model, MagnitudeCriterion(amount=0.5), module_types=["evilmod.Block"])

@@ -18,7 +18,7 @@ from prunefw import (
     PruningCriterion,
     RandomCriterion,
 )
-from prunefw.criteria._selection import largest_k, smallest_k
+from prunefw.selection import largest_k, smallest_k
 
 SETTINGS = settings(
     max_examples=80,

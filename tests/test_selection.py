@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prunefw.criteria import _selection
-from prunefw.criteria._selection import float_keys, largest_k, smallest_k
+from prunefw import selection as _selection
+from prunefw.selection import float_keys, largest_k, smallest_k
 
 N = _selection._KTHVALUE_MAX + 12_345  # just past the switch to the radix path
 

@@ -19,8 +19,8 @@ from prunefw import (
     PruningCriterion,
     RandomCriterion,
 )
-from prunefw.criteria._selection import select_kth
 from prunefw.errors import InvalidArgumentError
+from prunefw.selection import select_kth
 
 
 def make_model(seed: int = 0, quantum: float | None = None, dtype=torch.float32) -> nn.Module:

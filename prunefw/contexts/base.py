@@ -1,10 +1,11 @@
-"""What both pruning contexts share: criteria checks, scores, the prune transaction."""
+"""What both pruning contexts share: criteria checks, scores, the plan, the prune transaction."""
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -17,7 +18,24 @@ from prunefw.permanence import remove_pruning
 from prunefw.reparametrization import install_deepcopy_support, refresh_pruned_tensor
 from prunefw.targets import PruningTarget, check_finite
 
-__all__ = ["PruningContext", "as_criteria", "importance_scores"]
+__all__ = ["PruningContext", "PruningStep", "as_criteria", "importance_scores"]
+
+
+@dataclass(frozen=True)
+class PruningStep:
+    """One criterion applied to some targets, as a context will apply it.
+
+    Attributes:
+        criterion: The criterion.
+        targets: The tensors it prunes.
+        scope: ``"global"`` if the entries of all ``targets`` are ranked together
+            (:class:`~prunefw.GlobalPruningContext`), ``"layer"`` if each tensor is
+            pruned on its own (:class:`~prunefw.LayerPruningContext`).
+    """
+
+    criterion: PruningCriterion
+    targets: tuple[PruningTarget, ...]
+    scope: Literal["global", "layer"]
 
 
 def as_criteria(value: object, where: str) -> tuple[PruningCriterion, ...]:
@@ -86,22 +104,52 @@ def importance_scores(criterion: PruningCriterion, target: PruningTarget) -> tor
     return scores.detach()
 
 
-def annotate(exc: BaseException, note: str) -> None:
-    """Add ``note`` to ``exc`` (shown under its traceback) where Python supports it."""
-    if hasattr(exc, "add_note"):
-        exc.add_note(note)
-
-
 class PruningContext(abc.ABC):
     """Base class of the pruning contexts.
 
-    A context knows which tensors it prunes (:attr:`targets`) and how.
-    :meth:`prune` is all-or-nothing: if anything fails, every module is left exactly
-    as it was (parameters, buffers, hooks, attributes, ``state_dict``).
+    A context knows which tensors it prunes (:attr:`targets`) and how
+    (:attr:`steps`, the read-only plan). :meth:`prune` is all-or-nothing: if
+    anything fails, every module is left exactly as it was (parameters, buffers,
+    hooks, attributes, ``state_dict``).
+
+    Example:
+        >>> from torch import nn
+        >>> from prunefw import GlobalPruningContext, MagnitudeCriterion
+        >>> model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+        >>> ctx = GlobalPruningContext(model, MagnitudeCriterion(amount=0.5))
+        >>> [(s.criterion, [t.label for t in s.targets], s.scope) for s in ctx.steps]
+        [(MagnitudeCriterion(amount=0.5), ['0.weight', '2.weight'], 'global')]
+        >>> ctx.requires_calibration
+        False
     """
 
     targets: tuple[PruningTarget, ...]
     model: nn.Module | None
+
+    @property
+    @abc.abstractmethod
+    def steps(self) -> tuple[PruningStep, ...]:
+        """What :meth:`prune` will do: each criterion with its targets, in order."""
+
+    @property
+    def criteria(self) -> tuple[PruningCriterion, ...]:
+        """Every criterion of this context once, in the order they first apply."""
+        unique: dict[int, PruningCriterion] = {}
+        for step in self.steps:
+            unique.setdefault(id(step.criterion), step.criterion)
+        return tuple(unique.values())
+
+    @property
+    def requires_calibration(self) -> bool:
+        """Whether :meth:`prune` needs ``calibration_data`` (some criterion calibrates)."""
+        return any(crit.requires_calibration for crit in self.criteria)
+
+    def _calibration_plan(self) -> list[tuple[PruningCriterion, list[PruningTarget]]]:
+        """Each criterion with all the targets it prunes."""
+        plan: dict[int, tuple[PruningCriterion, list[PruningTarget]]] = {}
+        for step in self.steps:
+            plan.setdefault(id(step.criterion), (step.criterion, []))[1].extend(step.targets)
+        return list(plan.values())
 
     def prune(
         self, calibration_data: Iterable[Any] | None = None, *, forward: Forward | None = None
@@ -136,10 +184,6 @@ class PruningContext(abc.ABC):
             self._prune()
             for target in self.targets:
                 install_deepcopy_support(target.module)
-
-    @abc.abstractmethod
-    def _calibration_plan(self) -> list[tuple[PruningCriterion, list[PruningTarget]]]:
-        """Each criterion with the targets it prunes."""
 
     @abc.abstractmethod
     def _prune(self) -> None:

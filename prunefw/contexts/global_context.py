@@ -7,17 +7,55 @@ from collections.abc import Iterable, Sequence
 from torch import nn
 from torch.nn.utils import prune
 
-from prunefw.contexts.base import PruningContext, annotate, as_criteria, importance_scores
+from prunefw.contexts.base import PruningContext, PruningStep, as_criteria, importance_scores
 from prunefw.contexts.streaming import prune_streaming
 from prunefw.criteria.base import PruningCriterion
-from prunefw.errors import InvalidArgumentError, PruningTypeError
+from prunefw.errors import InvalidArgumentError, PruningTypeError, add_note
 from prunefw.reparametrization import release_mask_reference
-from prunefw.targets import PruningTarget, select_targets
+from prunefw.targets import select_targets
 
-__all__ = ["STRATEGIES", "GlobalPruningContext"]
+__all__ = ["STRATEGIES", "GlobalPruningContext", "check_global_criterion", "check_strategy"]
 
 #: The global strategies: torch's ``global_unstructured`` (default) and streaming.
 STRATEGIES = ("global_unstructured", "streaming")
+
+
+def check_strategy(strategy: object) -> str:
+    """Return ``strategy`` if it is one of :data:`STRATEGIES`.
+
+    Raises:
+        InvalidArgumentError: Any other value (the message lists the valid ones).
+    """
+    if strategy not in STRATEGIES:
+        raise InvalidArgumentError(
+            f"GlobalPruningContext(strategy={strategy!r}): expected one of "
+            f"{', '.join(map(repr, STRATEGIES))}"
+        )
+    return str(strategy)
+
+
+def check_global_criterion(criterion: PruningCriterion, strategy: str) -> None:
+    """Check that ``criterion`` can be applied globally with ``strategy``.
+
+    The rules of :class:`GlobalPruningContext`, also used to check recipes before
+    any model exists.
+
+    Raises:
+        PruningTypeError: The criterion is not ``"unstructured"``.
+        InvalidArgumentError: ``strategy`` is ``"streaming"`` and the criterion does
+            not :meth:`~prunefw.PruningCriterion.supports_streaming`.
+    """
+    if criterion.PRUNING_TYPE != "unstructured":
+        raise PruningTypeError(
+            f"{criterion!r} has PRUNING_TYPE {criterion.PRUNING_TYPE!r}; global pruning "
+            "(torch's global_unstructured) only takes 'unstructured' criteria. "
+            "Use LayerPruningContext for it."
+        )
+    if strategy == "streaming" and not criterion.supports_streaming():
+        raise InvalidArgumentError(
+            f"{criterion!r} does not support strategy='streaming': it does not define "
+            "rank_selection(); use the default strategy 'global_unstructured'"
+        )
 
 
 class GlobalPruningContext(PruningContext):
@@ -42,7 +80,9 @@ class GlobalPruningContext(PruningContext):
         criteria: One criterion or a list of them (all ``"unstructured"``).
         parameters: Explicit ``(module, tensor name)`` pairs; excludes the
             selection arguments below.
-        module_types: Module classes to select (default: Linear and convolutions).
+        module_types: Module classes, or class names such as ``"Linear"`` (matched
+            by :func:`~prunefw.targets.is_module_type`, never imported), to select
+            (default: Linear and convolutions).
         include: Glob(s) a module's qualified name must match (default: any).
         exclude: Glob(s) that remove matching modules.
         tensor_name: The tensor to prune in selected modules (default ``"weight"``).
@@ -78,34 +118,17 @@ class GlobalPruningContext(PruningContext):
         criteria: PruningCriterion | Sequence[PruningCriterion],
         *,
         parameters: Iterable[tuple[nn.Module, str]] | None = None,
-        module_types: Sequence[type[nn.Module]] | None = None,
+        module_types: Sequence[type[nn.Module] | str] | None = None,
         include: str | Sequence[str] | None = None,
         exclude: str | Sequence[str] | None = None,
         tensor_name: str = "weight",
         strategy: str = "global_unstructured",
     ) -> None:
         self.model = model
-        self.criteria = as_criteria(criteria, "GlobalPruningContext")
-        for crit in self.criteria:
-            if crit.PRUNING_TYPE != "unstructured":
-                raise PruningTypeError(
-                    f"{crit!r} has PRUNING_TYPE {crit.PRUNING_TYPE!r}; GlobalPruningContext "
-                    "(torch's global_unstructured) only takes 'unstructured' criteria. "
-                    "Use LayerPruningContext for it."
-                )
-        if strategy not in STRATEGIES:
-            raise InvalidArgumentError(
-                f"GlobalPruningContext(strategy={strategy!r}): expected one of "
-                f"{', '.join(map(repr, STRATEGIES))}"
-            )
-        self.strategy = strategy
-        if strategy == "streaming":
-            for crit in self.criteria:
-                if type(crit).rank_selection is PruningCriterion.rank_selection:
-                    raise InvalidArgumentError(
-                        f"{crit!r} does not support strategy='streaming': it does not define "
-                        "rank_selection(); use the default strategy 'global_unstructured'"
-                    )
+        self._criteria = as_criteria(criteria, "GlobalPruningContext")
+        self.strategy = check_strategy(strategy)
+        for crit in self._criteria:
+            check_global_criterion(crit, self.strategy)
         self.targets = tuple(
             select_targets(
                 model,
@@ -117,12 +140,14 @@ class GlobalPruningContext(PruningContext):
             )
         )
 
-    def _calibration_plan(self) -> list[tuple[PruningCriterion, list[PruningTarget]]]:
-        return [(crit, list(self.targets)) for crit in self.criteria]
+    @property
+    def steps(self) -> tuple[PruningStep, ...]:
+        """One global step per criterion, each over every target."""
+        return tuple(PruningStep(crit, self.targets, "global") for crit in self._criteria)
 
     def _prune(self) -> None:
         pairs = [(target.module, target.name) for target in self.targets]
-        for crit in self.criteria:
+        for crit in self._criteria:
             try:
                 if self.strategy == "streaming":
                     prune_streaming(crit, self.targets)
@@ -149,7 +174,7 @@ class GlobalPruningContext(PruningContext):
                 for target in self.targets:
                     release_mask_reference(target.module, target.name)
             except Exception as exc:
-                annotate(
+                add_note(
                     exc,
                     f"while applying {crit!r} globally to {len(pairs)} tensors "
                     f"({', '.join(t.label for t in self.targets[:4])}"
@@ -159,5 +184,5 @@ class GlobalPruningContext(PruningContext):
 
     def __repr__(self) -> str:
         return (
-            f"GlobalPruningContext({len(self.targets)} tensors, criteria={list(self.criteria)!r})"
+            f"GlobalPruningContext({len(self.targets)} tensors, criteria={list(self._criteria)!r})"
         )

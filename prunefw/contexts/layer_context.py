@@ -8,11 +8,11 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from prunefw.contexts.base import PruningContext, annotate, as_criteria, importance_scores
+from prunefw.contexts.base import PruningContext, PruningStep, as_criteria, importance_scores
+from prunefw.criteria.adapter import container_mask
 from prunefw.criteria.base import PruningCriterion
-from prunefw.errors import InvalidArgumentError, InvalidTypeError
-from prunefw.methods import compute_mask
-from prunefw.reparametrization import release_mask_reference
+from prunefw.errors import InvalidArgumentError, InvalidTypeError, add_note
+from prunefw.reparametrization import mask_of, qualified_names, release_mask_reference
 from prunefw.targets import PruningTarget, check_unique, make_target, resolve_module
 
 __all__ = ["LayerKey", "LayerPruningContext"]
@@ -79,7 +79,7 @@ class LayerPruningContext(PruningContext):
         if model is not None and not isinstance(model, nn.Module):
             raise InvalidTypeError(f"model must be an nn.Module or None, got {model!r}")
         self.model = model
-        names = {id(m): n for n, m in model.named_modules()} if model is not None else {}
+        names = qualified_names(model)
         plan: list[tuple[PruningTarget, tuple[PruningCriterion, ...]]] = []
         for key, criteria in layer_criteria.items():
             module, name = key if isinstance(key, tuple) and len(key) == 2 else (key, tensor_name)
@@ -91,12 +91,14 @@ class LayerPruningContext(PruningContext):
         self.plan = tuple(plan)
         self.targets = tuple(target for target, _ in plan)
 
-    def _calibration_plan(self) -> list[tuple[PruningCriterion, list[PruningTarget]]]:
-        plan: dict[int, tuple[PruningCriterion, list[PruningTarget]]] = {}
-        for target, criteria in self.plan:
-            for crit in criteria:
-                plan.setdefault(id(crit), (crit, []))[1].append(target)
-        return list(plan.values())
+    @property
+    def steps(self) -> tuple[PruningStep, ...]:
+        """One layer step per criterion of each tensor, in the order they apply."""
+        return tuple(
+            PruningStep(crit, (target,), "layer")
+            for target, criteria in self.plan
+            for crit in criteria
+        )
 
     def _prune(self) -> None:
         for target, criteria in self.plan:
@@ -104,7 +106,7 @@ class LayerPruningContext(PruningContext):
                 try:
                     self._apply(target, crit)
                 except Exception as exc:
-                    annotate(
+                    add_note(
                         exc,
                         f"while applying {crit!r} to {target.label}; the model was left unchanged",
                     )
@@ -115,10 +117,10 @@ class LayerPruningContext(PruningContext):
         module, name = target.module, target.name
         scores = importance_scores(crit, target)
         weights = getattr(module, name).detach()
-        current = getattr(module, name + "_mask", None)
+        current = mask_of(module, name)
         default_mask = torch.ones_like(weights) if current is None else current.detach()
         method = type(crit).PruningMethod(crit, magnitude=scores is None)
-        mask = compute_mask(method, weights if scores is None else scores, default_mask, name)
+        mask = container_mask(method, weights if scores is None else scores, default_mask, name)
         prune.custom_from_mask(module, name, mask)
         release_mask_reference(module, name)
 

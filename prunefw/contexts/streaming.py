@@ -33,10 +33,10 @@ import torch
 from torch.nn.utils import prune
 
 from prunefw.contexts.base import importance_scores
-from prunefw.criteria._selection import at_least, float_keys, select_kth
 from prunefw.criteria.base import PruningCriterion, RankSelection
 from prunefw.errors import InvalidArgumentError
-from prunefw.reparametrization import release_mask_reference
+from prunefw.reparametrization import mask_of, release_mask_reference
+from prunefw.selection import at_least, float_keys, select_kth
 from prunefw.targets import PruningTarget
 
 __all__ = ["prune_streaming"]
@@ -77,7 +77,7 @@ class _KeySource:
 
 
 def _survivors(target: PruningTarget) -> torch.Tensor | None:
-    mask = getattr(target.module, target.name + "_mask", None)
+    mask = mask_of(target.module, target.name)
     return None if mask is None else mask.detach().reshape(-1) != 0
 
 

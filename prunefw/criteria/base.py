@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from prunefw.methods import CriterionPruningMethod, make_pruning_method
+from prunefw.criteria.adapter import CriterionPruningMethod, make_pruning_method
 
 __all__ = ["PruningCriterion", "RankSelection", "format_call"]
 
@@ -180,6 +180,27 @@ class PruningCriterion(abc.ABC):
             The selection, or ``None``.
         """
         return None
+
+    @classmethod
+    def supports_streaming(cls) -> bool:
+        """Whether criteria of this class work with the streaming global strategy.
+
+        True when the class defines :meth:`rank_selection` (all built-ins do), so
+        ``GlobalPruningContext(..., strategy="streaming")`` can find its exact global
+        thresholds without concatenating the model.
+
+        Example:
+            >>> from prunefw import MagnitudeCriterion, PruningCriterion
+            >>> MagnitudeCriterion.supports_streaming()
+            True
+            >>> class KeepAll(PruningCriterion):
+            ...     name = "keep-all"
+            ...     def compute_mask(self, scores, default_mask):
+            ...         return default_mask
+            >>> KeepAll.supports_streaming()
+            False
+        """
+        return cls.rank_selection is not PruningCriterion.rank_selection
 
     def config(self) -> dict[str, Any]:
         """Return the keyword arguments that rebuild this criterion.

@@ -8,10 +8,10 @@ from typing import Any
 
 import torch
 
-from prunefw.criteria._selection import at_least, smallest_k
-from prunefw.criteria._validation import check_amount, count_to_prune
 from prunefw.criteria.base import PruningCriterion, RankSelection
 from prunefw.errors import InvalidArgumentError, InvalidTypeError
+from prunefw.selection import at_least, smallest_k
+from prunefw.validation import check_amount, count_to_prune
 
 __all__ = ["MagnitudeCriterion"]
 

@@ -6,10 +6,10 @@ from typing import Any
 
 import torch
 
-from prunefw.criteria._selection import largest_k, smallest_k
-from prunefw.criteria._validation import check_fraction
 from prunefw.criteria.base import PruningCriterion, RankSelection
 from prunefw.errors import InvalidArgumentError
+from prunefw.selection import largest_k, smallest_k
+from prunefw.validation import check_fraction
 
 __all__ = ["PercentileCriterion"]
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import torch
 
-from prunefw.criteria._selection import smallest_k
-from prunefw.criteria._validation import check_fraction
 from prunefw.criteria.base import PruningCriterion, RankSelection
 from prunefw.errors import InvalidTypeError
+from prunefw.selection import smallest_k
+from prunefw.validation import check_fraction
 
 __all__ = ["RandomCriterion"]
 

@@ -1,4 +1,4 @@
-"""Argument checks shared by the built-in criteria."""
+"""Argument checks shared by the built-in criteria and the gradual schedule."""
 
 from __future__ import annotations
 

@@ -25,19 +25,37 @@ Example:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch.nn.utils import prune
 
 from prunefw.errors import InvalidMaskError, InvalidTypeError
 
-if TYPE_CHECKING:
-    from prunefw.criteria.base import PruningCriterion
+__all__ = [
+    "PRUNING_TYPES",
+    "CriterionPruningMethod",
+    "MaskCriterion",
+    "container_mask",
+    "make_pruning_method",
+]
 
-__all__ = ["CriterionPruningMethod", "compute_mask", "make_pruning_method"]
-
+#: The pruning types torch's ``PruningContainer`` knows.
 PRUNING_TYPES = ("unstructured", "structured", "global")
+
+
+class MaskCriterion(Protocol):
+    """What the adapter needs of a criterion; every :class:`~prunefw.PruningCriterion` has it.
+
+    The adapter depends on this protocol, not on the criterion base class, so the
+    base class can create its adapter without an import cycle.
+    """
+
+    PRUNING_TYPE: ClassVar[str]
+
+    def compute_mask(self, scores: torch.Tensor, default_mask: torch.Tensor) -> torch.Tensor:
+        """Return the keep-mask for ``scores``."""
+        ...
 
 
 class CriterionPruningMethod(prune.BasePruningMethod):
@@ -56,9 +74,9 @@ class CriterionPruningMethod(prune.BasePruningMethod):
     """
 
     PRUNING_TYPE: ClassVar[str] = "unstructured"  # type: ignore[misc]
-    criterion_class: ClassVar[type[PruningCriterion]]
+    criterion_class: ClassVar[type[MaskCriterion]]
 
-    def __init__(self, criterion: PruningCriterion, magnitude: bool = True) -> None:
+    def __init__(self, criterion: MaskCriterion, magnitude: bool = True) -> None:
         if not isinstance(criterion, self.criterion_class):
             raise InvalidTypeError(
                 f"{type(self).__qualname__} needs a {self.criterion_class.__name__} "
@@ -95,7 +113,7 @@ class CriterionPruningMethod(prune.BasePruningMethod):
         return f"{type(self).__qualname__}({self.criterion!r})"
 
 
-def make_pruning_method(criterion_class: type[PruningCriterion]) -> type[CriterionPruningMethod]:
+def make_pruning_method(criterion_class: type[MaskCriterion]) -> type[CriterionPruningMethod]:
     """Create the ``BasePruningMethod`` subclass for one criterion class.
 
     Called by :class:`~prunefw.PruningCriterion` for every subclass; the result is
@@ -127,7 +145,7 @@ def make_pruning_method(criterion_class: type[PruningCriterion]) -> type[Criteri
     return type("PruningMethod", (CriterionPruningMethod,), namespace)
 
 
-def compute_mask(
+def container_mask(
     method: prune.BasePruningMethod,
     tensor: torch.Tensor,
     default_mask: torch.Tensor,
@@ -168,7 +186,7 @@ def compute_mask(
     return container.compute_mask(tensor, private)
 
 
-def _check_mask(mask: object, scores: torch.Tensor, criterion: PruningCriterion) -> None:
+def _check_mask(mask: object, scores: torch.Tensor, criterion: MaskCriterion) -> None:
     expected = f"a torch.Tensor of shape {tuple(scores.shape)} with 0/1 (or bool) values"
     if not isinstance(mask, torch.Tensor):
         raise InvalidMaskError(
