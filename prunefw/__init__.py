@@ -33,8 +33,8 @@ from prunefw.errors import PrunefwError
 from prunefw.hookspecs import hookimpl
 from prunefw.permanence import make_permanent
 from prunefw.registry import available_criteria, criterion
-from prunefw.report import SparsityReport, TensorSparsity, sparsity_report
 from prunefw.schedule import GradualPruner
+from prunefw.sparsity import SparsityReport, TensorSparsity, sparsity_report
 
 __all__ = [
     "GlobalPruningContext",

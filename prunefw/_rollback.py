@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 from torch.nn.utils import prune
 
-__all__ = ["ModuleSnapshot", "rollback_on_error"]
+__all__ = ["RestorePoint", "rollback_on_error"]
 
 # The containers of nn.Module that pruning mutates in place. They are restored in
 # place too, so RemovableHandle objects that refer to the hook dicts stay valid.
@@ -32,11 +32,14 @@ _CONTAINERS = (
 )
 
 
-class ModuleSnapshot:
-    """The state of one module that pruning can change.
+class RestorePoint:
+    """The state of one module that pruning can change, to put back on failure.
+
+    (Not to be confused with :class:`prunefw.testing.ModelSnapshot`, which copies
+    whole models' tensors so tests can compare them bit for bit.)
 
     Args:
-        module: The module to snapshot (its children are not included).
+        module: The module to save (its children are not included).
     """
 
     def __init__(self, module: nn.Module) -> None:
@@ -91,10 +94,10 @@ def rollback_on_error(modules: Iterable[nn.Module]) -> Iterator[None]:
         False
     """
     unique = {id(module): module for module in modules}
-    snapshots = [ModuleSnapshot(module) for module in unique.values()]
+    restore_points = [RestorePoint(module) for module in unique.values()]
     try:
         yield
     except BaseException:
-        for snapshot in snapshots:
-            snapshot.restore()
+        for point in restore_points:
+            point.restore()
         raise

@@ -191,8 +191,12 @@ class PluginManager:
 
     def _entry_points(self) -> list[tuple[importlib.metadata.EntryPoint, PluginInfo]]:
         found: dict[str, tuple[importlib.metadata.EntryPoint, PluginInfo]] = {}
-        search = {} if self._path is None else {"path": self._path}
-        for dist in importlib.metadata.distributions(**search):
+        dists = (
+            importlib.metadata.distributions()
+            if self._path is None
+            else importlib.metadata.distributions(path=self._path)
+        )
+        for dist in dists:
             dist_name = dist.metadata["Name"]
             for ep in dist.entry_points.select(group=ENTRY_POINT_GROUP):
                 info = PluginInfo(

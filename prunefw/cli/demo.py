@@ -52,7 +52,8 @@ from prunefw.examples import (
 from prunefw.history import PruningHistory
 from prunefw.permanence import make_permanent
 from prunefw.recipes import Recipe, apply_recipe, gradual_pruner
-from prunefw.report import sparsity_report
+from prunefw.reparametrization import MASK_SUFFIX, ORIG_SUFFIX
+from prunefw.sparsity import sparsity_report
 
 __all__ = [
     "CRITERIA",
@@ -182,142 +183,199 @@ def _compare(
     return results
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the demo with parsed arguments; return the exit code."""
-    started = time.perf_counter()
-    settings = FAST if args.fast else FULL
-    epochs, sparsities, tune_epochs = settings.epochs, settings.sparsities, settings.tune_epochs
-    training = {"batch_size": settings.batch_size, "lr": settings.lr}
-    out: Path = args.out
+@dataclass
+class _Run:
+    """One demo run: its arguments, data and how it talks."""
 
-    def say(text: str = "") -> None:
-        if not args.quiet:
+    args: argparse.Namespace
+    settings: DemoSettings
+    data: DigitsData
+
+    def say(self, text: str = "") -> None:
+        """Print ``text`` unless ``--quiet``."""
+        if not self.args.quiet:
             print(text)
 
-    say(
-        f"prunefw demo{' (fast)' if args.fast else ''}: an MLP on scikit-learn's 8x8 digits, "
-        f"pruned with prunefw recipes (torch {torch.__version__})"
-    )
-    data = load_digits_data(seed=args.seed)
-    model = digits_mlp(seed=args.seed)
+    def bars(self) -> ProgressBars:
+        """Progress bars, off under ``--quiet``."""
+        return ProgressBars(enabled=progress_enabled(self.args.quiet))
+
+    def accuracy(self, model: torch.nn.Module) -> float:
+        """Test accuracy of ``model``."""
+        return accuracy(model, self.data.test_x, self.data.test_y)
+
+    def train(self, model: torch.nn.Module, epochs: int, seed_offset: int) -> None:
+        """Train ``model`` with the run's settings (in place)."""
+        s = self.settings
+        with self.bars() as track:
+            train(
+                model,
+                self.data,
+                epochs=epochs,
+                batch_size=s.batch_size,
+                lr=s.lr,
+                seed=self.args.seed + seed_offset,
+                track=track,
+            )
+
+
+def _train_dense(run: _Run) -> tuple[torch.nn.Module, float]:
+    """Step 1: train the MLP; return it and its test accuracy."""
+    model = digits_mlp(seed=run.args.seed)
     weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
-    say(
-        f"data: {len(data.train_x)} training and {len(data.test_x)} test images; "
+    run.say(
+        f"data: {len(run.data.train_x)} training and {len(run.data.test_x)} test images; "
         f"model: DigitsMLP 64-128-64-10, {weights} Linear weights"
     )
     tick = time.perf_counter()
-    with ProgressBars(enabled=progress_enabled(args.quiet)) as track:
-        train(model, data, epochs=epochs, seed=args.seed, track=track, **training)
-    dense = accuracy(model, data.test_x, data.test_y)
-    trained = copy.deepcopy(model)
+    run.train(model, run.settings.epochs, seed_offset=0)
+    dense = run.accuracy(model)
     seconds = time.perf_counter() - tick
-    say(f"trained {epochs} epochs in {seconds:.1f} s: test accuracy {_percent(dense)}")
-    with ProgressBars(enabled=progress_enabled(args.quiet)) as track:
-        results = _compare(model, data, sparsities, args.seed, track)
+    run.say(
+        f"trained {run.settings.epochs} epochs in {seconds:.1f} s: test accuracy {_percent(dense)}"
+    )
+    return model, dense
 
-    gap = "" if args.quiet else "\n"
-    print(f"{gap}test accuracy after pruning a copy of the trained model (no fine-tuning):")
-    print(_table(dense, sparsities, results))
 
+def _apply_digits_recipe(run: _Run, model: torch.nn.Module, dense: float) -> dict[str, Any]:
+    """Step 3: the recipe, fine-tuning with the masks in place; returns the figures."""
     recipe = Recipe.from_toml(DIGITS_RECIPE, source="docs/recipes/digits-mlp.toml")
-    say(f"\napplying {recipe.source}: {recipe.description}")
+    run.say(f"\napplying {recipe.source}: {recipe.description}")
     contexts = apply_recipe(model, recipe)
     history = PruningHistory.from_contexts(contexts)
-    pruned_accuracy = accuracy(model, data.test_x, data.test_y)
+    pruned_accuracy = run.accuracy(model)
     sparsity = sparsity_report(model, pruned_only=True).sparsity
-    if not args.quiet:
+    if not run.args.quiet:
         print_report(report_data(model, history, labels=set(history.tensors)), as_json=False)
     print(
         f"recipe: {sparsity:.2%} of the Linear weights pruned, test accuracy "
         f"{_percent(pruned_accuracy)} (dense {_percent(dense)})"
     )
-    with ProgressBars(enabled=progress_enabled(args.quiet)) as track:
-        train(model, data, epochs=tune_epochs, seed=args.seed + 1, track=track, **training)
-    tuned_accuracy = accuracy(model, data.test_x, data.test_y)
+    tune_epochs = run.settings.tune_epochs
+    run.train(model, tune_epochs, seed_offset=1)
+    tuned_accuracy = run.accuracy(model)
     still = sparsity_report(model, pruned_only=True).sparsity
     print(
         f"fine-tuned {tune_epochs} epochs with the masks in place: test accuracy "
         f"{_percent(tuned_accuracy)}, sparsity still {still:.2%}"
     )
+    return {
+        "history": history,
+        "sparsity": sparsity,
+        "accuracy": pruned_accuracy,
+        "fine_tune_epochs": tune_epochs,
+        "fine_tuned_accuracy": tuned_accuracy,
+        "sparsity_after_fine_tuning": still,
+    }
 
-    fresh = digits_mlp(seed=args.seed + 1)
+
+def _check_round_trip_and_make_permanent(
+    run: _Run, model: torch.nn.Module, tuned_accuracy: float
+) -> bool:
+    """Copy, reload and make permanent; ``True`` if all compute what ``model`` did."""
+    fresh = digits_mlp(seed=run.args.seed + 1)
     load_pruned_state_dict(fresh, model.state_dict())
     clone = copy.deepcopy(model)
+    test_x = run.data.test_x
     with torch.no_grad():
-        expected = model(data.test_x)
-        same = torch.equal(fresh(data.test_x), expected) and torch.equal(
-            clone(data.test_x), expected
-        )
-    say(f"deep copy and checkpoint round trip give the same outputs: {same}")
+        expected = model(test_x)
+        same = torch.equal(fresh(test_x), expected) and torch.equal(clone(test_x), expected)
+    run.say(f"deep copy and checkpoint round trip give the same outputs: {same}")
     make_permanent(model)
-    leftover = [k for k in model.state_dict() if k.endswith(("_orig", "_mask"))]
-    permanent_accuracy = accuracy(model, data.test_x, data.test_y)
-    say(
+    leftover = [k for k in model.state_dict() if k.endswith((ORIG_SUFFIX, MASK_SUFFIX))]
+    permanent_accuracy = run.accuracy(model)
+    run.say(
         f"after make_permanent: {len(leftover)} _orig/_mask keys, test accuracy "
         f"{_percent(permanent_accuracy)}"
     )
+    return same and not leftover and permanent_accuracy == tuned_accuracy
 
+
+def _run_gradual(run: _Run, trained: torch.nn.Module, dense: float) -> dict[str, Any]:
+    """Step 4: the gradual recipe on a copy of the trained model, while fine-tuning it."""
     gradual_recipe = Recipe.from_toml(DIGITS_GRADUAL_RECIPE, source="docs/recipes/gradual-mlp.toml")
-    say(f"\nrunning {gradual_recipe.source}: {gradual_recipe.description}")
-    gradual_model = copy.deepcopy(trained)
-    pruner = gradual_pruner(gradual_model, gradual_recipe)
-    gradual_epochs = settings.gradual_epochs
-    with ProgressBars(enabled=progress_enabled(args.quiet)) as track:
+    run.say(f"\nrunning {gradual_recipe.source}: {gradual_recipe.description}")
+    model = copy.deepcopy(trained)
+    pruner = gradual_pruner(model, gradual_recipe)
+    epochs = run.settings.gradual_epochs
+    with run.bars() as track:
         train(
-            gradual_model,
-            data,
-            epochs=gradual_epochs,
-            seed=args.seed + 2,
+            model,
+            run.data,
+            epochs=epochs,
+            batch_size=GRADUAL_TRAINING["batch_size"],
+            lr=GRADUAL_TRAINING["lr"],
+            seed=run.args.seed + 2,
             track=track,
             on_step=pruner.step,
-            **GRADUAL_TRAINING,
         )
-    gradual_accuracy = accuracy(gradual_model, data.test_x, data.test_y)
+    gradual_accuracy = run.accuracy(model)
     print(
         f"gradual: {pruner.sparsity():.2%} of the hidden layers' weights pruned while "
-        f"fine-tuning a copy of the trained model {gradual_epochs} epochs "
+        f"fine-tuning a copy of the trained model {epochs} epochs "
         f"({pruner.step_count} steps), test accuracy {_percent(gradual_accuracy)} "
         f"(dense {_percent(dense)})"
     )
+    return {
+        "sparsity": pruner.sparsity(),
+        "accuracy": gradual_accuracy,
+        "epochs": epochs,
+        "steps": pruner.step_count,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo with parsed arguments; return the exit code."""
+    started = time.perf_counter()
+    settings = FAST if args.fast else FULL
+    out: Path = args.out
+    demo = _Run(args, settings, load_digits_data(seed=args.seed))
+    demo.say(
+        f"prunefw demo{' (fast)' if args.fast else ''}: an MLP on scikit-learn's 8x8 digits, "
+        f"pruned with prunefw recipes (torch {torch.__version__})"
+    )
+    model, dense = _train_dense(demo)
+    trained = copy.deepcopy(model)
+    with demo.bars() as track:
+        results = _compare(model, demo.data, settings.sparsities, args.seed, track)
+    gap = "" if args.quiet else "\n"
+    print(f"{gap}test accuracy after pruning a copy of the trained model (no fine-tuning):")
+    print(_table(dense, settings.sparsities, results))
+
+    recipe = _apply_digits_recipe(demo, model, dense)
+    history = recipe.pop("history")
+    still = recipe.pop("sparsity_after_fine_tuning")
+    consistent = _check_round_trip_and_make_permanent(demo, model, recipe["fine_tuned_accuracy"])
+    gradual = _run_gradual(demo, trained, dense)
 
     checkpoint = out / CHECKPOINT_NAME
     write_checkpoint(checkpoint, model.state_dict(), history)
     summary = {
         "seed": args.seed,
         "fast": args.fast,
-        "epochs": epochs,
+        "epochs": settings.epochs,
         "dense": dense,
-        "sparsities": list(sparsities),
+        "sparsities": list(settings.sparsities),
         "accuracy": results,
-        "recipe": {
-            "sparsity": sparsity,
-            "accuracy": pruned_accuracy,
-            "fine_tune_epochs": tune_epochs,
-            "fine_tuned_accuracy": tuned_accuracy,
-        },
-        "gradual": {
-            "sparsity": pruner.sparsity(),
-            "accuracy": gradual_accuracy,
-            "epochs": gradual_epochs,
-            "steps": pruner.step_count,
-        },
+        "recipe": recipe,
+        "gradual": gradual,
     }
     (out / "accuracy.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"{gap}saved the pruned model to {checkpoint}; inspect it with")
     print(f"  prunefw report --model {MODEL_SPEC} --checkpoint {checkpoint}")
     print(f"saved the accuracies to {out / 'accuracy.json'}")
-    if _plot(out / "accuracy.png", dense, sparsities, results):
+    if _plot(out / "accuracy.png", dense, settings.sparsities, results):
         print(f"saved the plot to {out / 'accuracy.png'}")
     else:
         print("matplotlib is not installed: no plot (pip install 'prunefw[demo]')")
-    say(f"done in {time.perf_counter() - started:.1f} s")
-    ok = same and not leftover and permanent_accuracy == tuned_accuracy and still == sparsity
-    if not ok:
+    demo.say(f"done in {time.perf_counter() - started:.1f} s")
+    if not (consistent and still == recipe["sparsity"]):
         print(
             "prunefw: error: the pruned model changed after copy, reload or make_permanent",
             file=sys.stderr,
         )
-    return 0 if ok else 1
+        return 1
+    return 0
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:

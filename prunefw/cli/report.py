@@ -26,7 +26,7 @@ from prunefw.cli._files import read_checkpoint
 from prunefw.cli._model import add_model_argument, build_model
 from prunefw.errors import CheckpointError
 from prunefw.history import HistoryEntry, PruningHistory
-from prunefw.report import sparsity_report
+from prunefw.sparsity import sparsity_report
 
 __all__ = [
     "COLUMNS",
@@ -113,7 +113,7 @@ def _history_text(entries: list[dict[str, Any]]) -> str:
 
 
 def _rows(data: dict[str, Any]) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for t in data["tensors"]:
         rows.append(
             (

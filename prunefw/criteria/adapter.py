@@ -73,7 +73,7 @@ class CriterionPruningMethod(prune.BasePruningMethod):
         InvalidTypeError: ``criterion`` is not an instance of :attr:`criterion_class`.
     """
 
-    PRUNING_TYPE: ClassVar[str] = "unstructured"  # type: ignore[misc]
+    PRUNING_TYPE: ClassVar[str] = "unstructured"
     criterion_class: ClassVar[type[MaskCriterion]]
 
     def __init__(self, criterion: MaskCriterion, magnitude: bool = True) -> None:
@@ -169,7 +169,9 @@ def container_mask(
         The new mask, combining ``default_mask`` with the method's decision.
     """
     method._tensor_name = tensor_name
-    if method.PRUNING_TYPE == "unstructured" and bool(default_mask.all()):
+    # torch declares PRUNING_TYPE on its concrete methods only, not on the base class.
+    pruning_type = getattr(method, "PRUNING_TYPE", None)
+    if pruning_type == "unstructured" and bool(default_mask.all()):
         # Nothing pruned yet: the container would hand the method every entry, flattened
         # in row-major order (``t[mask == 1]``); do that without its boolean indexing.
         # Like the container, hand over a private copy, unless the adapter makes one
