@@ -21,7 +21,12 @@ Example:
 
 from prunefw._version import __version__
 from prunefw.checkpoint import load_pruned_state_dict
-from prunefw.contexts import GlobalPruningContext, LayerPruningContext, PruningContext
+from prunefw.contexts import (
+    GlobalPruningContext,
+    LayerPruningContext,
+    PruningContext,
+    PruningStep,
+)
 from prunefw.criteria import (
     MagnitudeCriterion,
     PercentileCriterion,
@@ -31,6 +36,7 @@ from prunefw.criteria import (
 )
 from prunefw.errors import PrunefwError
 from prunefw.hookspecs import hookimpl
+from prunefw.oneshot import prune_model
 from prunefw.permanence import make_permanent
 from prunefw.registry import available_criteria, criterion
 from prunefw.schedule import GradualPruner
@@ -45,6 +51,7 @@ __all__ = [
     "PrunefwError",
     "PruningContext",
     "PruningCriterion",
+    "PruningStep",
     "RandomCriterion",
     "RankSelection",
     "SparsityReport",
@@ -55,5 +62,6 @@ __all__ = [
     "hookimpl",
     "load_pruned_state_dict",
     "make_permanent",
+    "prune_model",
     "sparsity_report",
 ]

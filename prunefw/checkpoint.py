@@ -11,8 +11,10 @@ from torch.nn.utils import prune
 
 from prunefw._rollback import rollback_on_error
 from prunefw.errors import CheckpointError, InvalidTypeError
+from prunefw.huggingface import install_guards
 from prunefw.reparametrization import (
     install_deepcopy_support,
+    mask_name,
     pruned_tensor_names,
     refresh_pruned_tensors,
     release_mask_reference,
@@ -78,7 +80,7 @@ def load_pruned_state_dict(
             f"{type(state_dict).__name__}"
         )
     modules = dict(model.named_modules())
-    to_prune: list[tuple[nn.Module, str, torch.Tensor]] = []
+    to_prune: list[tuple[nn.Module, str, torch.Tensor, str]] = []
     for key, mask in state_dict.items():
         split = split_reparametrized_key(key, state_dict.keys())
         if split is None:
@@ -104,18 +106,41 @@ def load_pruned_state_dict(
                 f"state_dict key {key!r} has shape {shape}, but the model's "
                 f"{module_name + '.' if module_name else ''}{name} has shape {tuple(param.shape)}"
             )
-        to_prune.append((module, name, mask))
+        to_prune.append((module, name, mask, key))
 
-    with rollback_on_error(module for module, _, _ in to_prune):
-        for module, name, mask in to_prune:
-            prune.custom_from_mask(module, name, mask.to(device=getattr(module, name).device))
+    first_place: dict[int, tuple[nn.Module, str, str]] = {}
+    with rollback_on_error(module for module, _, _, _ in to_prune):
+        for module, name, mask, key in to_prune:
+            tensor = getattr(module, name)
+            prune.custom_from_mask(module, name, mask.to(device=tensor.device))
             release_mask_reference(module, name)
             install_deepcopy_support(module)
+            # Tied weights: the places of one Parameter share one mask buffer.
+            first = first_place.setdefault(id(tensor), (module, name, key))
+            if first[0] is not module:
+                _share_saved_mask(first, (module, name, key))
         _check_compatible(model, state_dict, strict)
         result = model.load_state_dict(state_dict, strict=strict)
     for module in modules.values():
         refresh_pruned_tensors(module)
+    if to_prune:
+        install_guards(model)
     return result
+
+
+def _share_saved_mask(first: tuple[nn.Module, str, str], alias: tuple[nn.Module, str, str]) -> None:
+    """Make ``alias`` (another place of ``first``'s Parameter) use ``first``'s mask buffer."""
+    module, name, key = first
+    alias_module, alias_name, alias_key = alias
+    mask = module._buffers[mask_name(name)]
+    alias_mask = alias_module._buffers[mask_name(alias_name)]
+    if mask is None or alias_mask is None or not torch.equal(alias_mask, mask):
+        raise CheckpointError(
+            f"state_dict keys {key!r} and {alias_key!r} are masks of one shared Parameter "
+            "(tied weights) but differ; a shared tensor has one mask"
+        )
+    alias_module._buffers[mask_name(alias_name)] = mask
+    release_mask_reference(alias_module, alias_name)
 
 
 def _check_compatible(model: nn.Module, state_dict: Mapping[str, Any], strict: bool) -> None:

@@ -27,10 +27,12 @@ __all__ = [
     "PluginError",
     "PluginLoadError",
     "PrunefwError",
+    "PrunefwWarning",
     "PruningTypeError",
     "RecipeError",
     "TargetError",
     "UnknownCriterionError",
+    "WholeTensorPrunedWarning",
     "add_note",
 ]
 
@@ -119,3 +121,15 @@ class PluginLoadError(PluginError, ImportError):
 
 class CriterionConflictError(PluginError):
     """Two plugins registered criteria under the same name; the message names both."""
+
+
+class PrunefwWarning(UserWarning):
+    """Base class of the warnings prunefw issues."""
+
+
+class WholeTensorPrunedWarning(PrunefwWarning):
+    """A criterion pruned every entry of a tensor, which is rarely what was meant.
+
+    Issued for threshold criteria (e.g. ``MagnitudeCriterion(min_threshold=0.1)`` on
+    freshly initialised weights, whose magnitudes are all small).
+    """

@@ -34,8 +34,15 @@ import pluggy
 
 if TYPE_CHECKING:
     from prunefw.criteria.base import PruningCriterion
+    from prunefw.layouts import LinearLayerType
 
-__all__ = ["PROJECT_NAME", "hookimpl", "hookspec", "prunefw_register_criteria"]
+__all__ = [
+    "PROJECT_NAME",
+    "hookimpl",
+    "hookspec",
+    "prunefw_register_criteria",
+    "prunefw_register_linear_layers",
+]
 
 #: The pluggy project name; also the entry-point group plugins register under.
 PROJECT_NAME = "prunefw"
@@ -72,5 +79,35 @@ def prunefw_register_criteria() -> Sequence[type[PruningCriterion]]:
         >>> @hookimpl
         ... def prunefw_register_criteria():
         ...     return [MagnitudeCriterion]
+    """
+    raise NotImplementedError  # pragma: no cover - specification only
+
+
+@hookspec
+def prunefw_register_linear_layers() -> Sequence[LinearLayerType]:
+    """Return the linear-like module types this plugin knows, with their weight layout.
+
+    A linear-like module computes a linear map of its inputs' last dimension with a
+    2-D weight, like ``nn.Linear``. Its weight is a default target of
+    :class:`prunefw.GlobalPruningContext`, and criteria that see a tensor's shape
+    (per-row, N:M) see it as ``(out_features, in_features)`` whatever its storage
+    (see :mod:`prunefw.layouts`). prunefw's built-in plugin registers ``nn.Linear``
+    (``"out_in"``) and ``transformers.pytorch_utils.Conv1D`` (``"in_out"``, by name,
+    without importing transformers).
+
+    Returns:
+        A sequence of :class:`prunefw.layouts.LinearLayerType` (may be empty).
+
+    Raises:
+        Nothing on purpose: an exception escaping this hook, or a return value that
+        is not a sequence of ``LinearLayerType``, is reported as a
+        :class:`prunefw.errors.PluginError` naming the plugin and its distribution.
+
+    Example:
+        >>> from prunefw import hookimpl
+        >>> from prunefw.layouts import LinearLayerType
+        >>> @hookimpl
+        ... def prunefw_register_linear_layers():
+        ...     return [LinearLayerType("bitsandbytes.nn.Linear8bitLt", "out_in")]
     """
     raise NotImplementedError  # pragma: no cover - specification only

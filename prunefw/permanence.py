@@ -9,6 +9,7 @@ from torch.nn.utils import prune
 
 from prunefw._rollback import rollback_on_error
 from prunefw.errors import InvalidTypeError
+from prunefw.huggingface import remove_guards
 from prunefw.reparametrization import (
     iter_pruned_tensors,
     pruned_tensor_names,
@@ -72,4 +73,5 @@ def make_permanent(model: nn.Module) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise InvalidTypeError(f"make_permanent() expects an nn.Module, got {model!r}")
     remove_pruning((module, name) for _, module, name in list(iter_pruned_tensors(model)))
+    remove_guards(model)
     return model

@@ -122,7 +122,7 @@ class PluginManager:
         for name in disabled:
             if name.strip():
                 self.block(name.strip())
-        from prunefw.criteria import builtin
+        from prunefw import builtin
 
         self._register(builtin, PluginInfo(BUILTIN_PLUGIN_NAME, "prunefw", __version__))
 

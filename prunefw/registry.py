@@ -10,13 +10,19 @@ register plugins in-process) builds a :class:`CriterionRegistry` itself.
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from prunefw.criteria.base import PruningCriterion
-from prunefw.errors import CriterionConflictError, PluginError, UnknownCriterionError
+from prunefw.errors import (
+    CriterionConflictError,
+    InvalidTypeError,
+    PluginError,
+    UnknownCriterionError,
+)
 from prunefw.plugin_manager import PluginInfo, PluginManager
 
 __all__ = [
@@ -156,9 +162,22 @@ class CriterionRegistry:
         Raises:
             UnknownCriterionError: No such name.
             InvalidArgumentError: Bad parameter values (raised by the criterion).
-            TypeError: Unknown parameter names (raised by Python).
+            InvalidTypeError: Unknown or missing parameter names (a ``TypeError``);
+                the message lists the parameters the criterion takes.
         """
-        return self.get(name)(**kwargs)
+        cls = self.get(name)
+        try:
+            signature = inspect.signature(cls)
+        except (TypeError, ValueError):  # pragma: no cover - builtins without signature
+            return cls(**kwargs)
+        try:
+            signature.bind(**kwargs)
+        except TypeError as exc:
+            raise InvalidTypeError(
+                f"criterion {name!r} ({cls.__name__}): {exc}; it takes "
+                f"{name}({', '.join(map(str, signature.parameters.values()))})"
+            ) from None
+        return cls(**kwargs)
 
     def as_dict(self) -> dict[str, type[PruningCriterion]]:
         """Return a new ``{name: class}`` dict, sorted by name."""

@@ -23,7 +23,7 @@ forward. This module reads that state and fixes two known problems with it:
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -45,6 +45,7 @@ __all__ = [
     "qualified_names",
     "refresh_pruned_tensors",
     "release_mask_reference",
+    "share_mask",
     "split_reparametrized_key",
     "uninstall_deepcopy_support",
 ]
@@ -189,6 +190,31 @@ def release_mask_reference(module: nn.Module, name: str) -> None:
     for method in methods:
         if isinstance(method, prune.CustomFromMask):
             method.mask = buffer
+
+
+def share_mask(module: nn.Module, name: str, aliases: Iterable[tuple[nn.Module, str]]) -> None:
+    """Give every alias of the pruned ``module.name`` the same reparametrization.
+
+    The aliases (other places of the same Parameter, e.g. tied embeddings) are
+    pruned with :func:`torch.nn.utils.prune.custom_from_mask` using ``module``'s
+    mask, and then hold the very same mask buffer object, so every alias computes
+    ``orig * mask`` from one ``orig`` and one ``mask``. :func:`torch.nn.utils.prune.remove`
+    on each of them later writes the same values into the one Parameter, so the tie
+    survives.
+
+    Args:
+        module: The module whose tensor was pruned.
+        name: The tensor's name.
+        aliases: The other ``(module, name)`` places of the same Parameter.
+    """
+    mask = mask_of(module, name)
+    if mask is None:
+        raise ValueError(f"{type(module).__name__}.{name} is not pruned")
+    for alias, alias_name in aliases:
+        prune.custom_from_mask(alias, alias_name, mask)
+        alias._buffers[mask_name(alias_name)] = mask
+        release_mask_reference(alias, alias_name)
+        refresh_pruned_tensor(alias, alias_name)
 
 
 def refresh_pruned_tensor(module: nn.Module, name: str) -> None:

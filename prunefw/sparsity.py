@@ -140,10 +140,14 @@ def sparsity_report(model: nn.Module, *, pruned_only: bool = False) -> SparsityR
     if not isinstance(model, nn.Module):
         raise InvalidTypeError(f"sparsity_report() expects an nn.Module, got {model!r}")
     entries = []
+    seen: set[int] = set()  # a Parameter shared by several modules (tied weights) counts once
     for module_name, module in model.named_modules():
         pruned = set(pruned_tensor_names(module))
         own = sorted(module.named_parameters(recurse=False), key=lambda item: item[0])
         for param_name, param in own:
+            if id(param) in seen:
+                continue
+            seen.add(id(param))
             name = param_name
             tensor = param
             base = param_name.removesuffix(ORIG_SUFFIX)

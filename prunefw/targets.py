@@ -5,28 +5,40 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
 from prunefw.errors import InvalidTypeError, NonFiniteWeightsError, TargetError
-from prunefw.reparametrization import is_pruned_tensor, qualified_names
+from prunefw.layouts import WeightLayout, default_linear_layers, is_module_type
+from prunefw.reparametrization import (
+    ORIG_SUFFIX,
+    is_pruned_tensor,
+    original_of,
+    qualified_names,
+)
 
 __all__ = [
-    "DEFAULT_MODULE_TYPES",
+    "CONVOLUTION_TYPES",
     "PruningTarget",
     "check_finite",
     "check_unique",
+    "default_module_types",
+    "is_glob",
     "is_module_type",
     "make_target",
+    "match_modules",
+    "output_head",
     "resolve_module",
     "select_targets",
+    "share_tensors",
+    "tensor_identity",
 ]
 
-#: Module types whose ``weight`` the global context prunes by default.
-DEFAULT_MODULE_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Linear,
+#: Convolutions, whose ``weight`` the global context prunes by default (besides the
+#: linear-like types of :mod:`prunefw.layouts`).
+CONVOLUTION_TYPES: tuple[type[nn.Module], ...] = (
     nn.Conv1d,
     nn.Conv2d,
     nn.Conv3d,
@@ -34,6 +46,42 @@ DEFAULT_MODULE_TYPES: tuple[type[nn.Module], ...] = (
     nn.ConvTranspose2d,
     nn.ConvTranspose3d,
 )
+
+
+def default_module_types() -> tuple[type[nn.Module] | str, ...]:
+    """The module types the global context selects by default.
+
+    Every linear-like type registered through ``prunefw_register_linear_layers``
+    (``nn.Linear`` and Hugging Face's ``Conv1D`` built in) and the convolutions of
+    :data:`CONVOLUTION_TYPES`. Embeddings are not among them.
+    """
+    return (*default_linear_layers().module_types(), *CONVOLUTION_TYPES)
+
+
+def output_head(model: nn.Module) -> nn.Module | None:
+    """The output head a model declares through ``get_output_embeddings()``, if any.
+
+    Hugging Face models declare their language-modelling head this way; the global
+    context leaves it dense by default (as the Wanda and SparseGPT papers do).
+    """
+    getter = getattr(model, "get_output_embeddings", None)
+    if not callable(getter):
+        return None
+    try:
+        head = getter()
+    except (AttributeError, NotImplementedError):
+        return None
+    return head if isinstance(head, nn.Module) else None
+
+
+def tensor_identity(module: nn.Module, name: str) -> int:
+    """Identify the Parameter behind ``module.name`` (its ``name_orig`` once pruned).
+
+    Two ``(module, name)`` pairs with the same identity are *aliases* of one
+    tensor, e.g. tied input and output embeddings.
+    """
+    original = original_of(module, name)
+    return id(original if original is not None else module._parameters.get(name))
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,11 +93,24 @@ class PruningTarget:
         name: The tensor's attribute name (a Parameter, or an already pruned one).
         module_name: The module's qualified name in the model (``"features.0"``),
             or a descriptive label when no model is known.
+        aliases: Other ``(module, name)`` places of the same Parameter (e.g. tied
+            embeddings): the tensor is ranked once, and every alias gets its mask.
     """
 
     module: nn.Module
     name: str
     module_name: str
+    aliases: tuple[PruningTarget, ...] = ()
+
+    @property
+    def modules(self) -> tuple[nn.Module, ...]:
+        """The module and those of its aliases: everything pruning this tensor changes."""
+        return (self.module, *(alias.module for alias in self.aliases))
+
+    @property
+    def layout(self) -> WeightLayout | None:
+        """How the tensor stores a linear map (see :mod:`prunefw.layouts`), or ``None``."""
+        return default_linear_layers().layout(self.module, self.name)
 
     @property
     def label(self) -> str:
@@ -107,12 +168,39 @@ def resolve_module(model: nn.Module | None, qualname: str) -> nn.Module:
         raise TargetError(
             f"the module name {qualname!r} needs a model to look it up in: pass model=..."
         )
-    modules = dict(model.named_modules())
+    modules = dict(model.named_modules(remove_duplicate=False))
     if qualname not in modules:
         close = difflib.get_close_matches(qualname, list(modules), n=3)
         hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
         raise TargetError(f"the model has no submodule {qualname!r}{hint}")
     return modules[qualname]
+
+
+def is_glob(text: str) -> bool:
+    """Whether a module name is a glob pattern (contains ``*``, ``?`` or ``[``)."""
+    return any(char in text for char in "*?[")
+
+
+def match_modules(model: nn.Module | None, pattern: str, tensor_name: str) -> list[nn.Module]:
+    """The modules whose qualified name matches the glob ``pattern`` and that have the tensor.
+
+    Raises:
+        TargetError: No model given, or no module matches (the message lists some names).
+    """
+    if model is None:
+        raise TargetError(f"the module pattern {pattern!r} needs a model to match: pass model=...")
+    matched = [
+        module
+        for qualname, module in model.named_modules()
+        if fnmatch.fnmatchcase(qualname, pattern) and getattr(module, tensor_name, None) is not None
+    ]
+    if not matched:
+        sample = [name for name, _ in model.named_modules() if name][:8]
+        raise TargetError(
+            f"no module matching {pattern!r} has a {tensor_name!r} tensor; module names look "
+            f"like {', '.join(map(repr, sample))}"
+        )
+    return matched
 
 
 def _patterns(value: str | Sequence[str] | None, argument: str) -> list[str]:
@@ -129,34 +217,6 @@ def _patterns(value: str | Sequence[str] | None, argument: str) -> list[str]:
     return patterns
 
 
-def is_module_type(module: nn.Module, types: Sequence[type[nn.Module] | str]) -> bool:
-    """Whether ``module`` is an instance of one of ``types``, given as classes or names.
-
-    A name matches a class of the module's MRO by its short name (``"Linear"``) or
-    its qualified name (``"torch.nn.modules.linear.Linear"``), so names select
-    subclasses like classes do. Nothing is imported to resolve a name.
-
-    Example:
-        >>> from torch import nn
-        >>> is_module_type(nn.Linear(2, 2), ["Linear"])
-        True
-        >>> is_module_type(nn.LazyLinear(2), ["torch.nn.modules.linear.Linear"])
-        True
-        >>> is_module_type(nn.Conv2d(1, 1, 1), [nn.Linear, "Conv1d"])
-        False
-    """
-    classes = tuple(t for t in types if isinstance(t, type))
-    if classes and isinstance(module, classes):
-        return True
-    names = {t for t in types if isinstance(t, str)}
-    if not names:
-        return False
-    return any(
-        cls.__name__ in names or f"{cls.__module__}.{cls.__qualname__}" in names
-        for cls in type(module).__mro__
-    )
-
-
 def select_targets(
     model: nn.Module,
     *,
@@ -165,13 +225,19 @@ def select_targets(
     include: str | Sequence[str] | None = None,
     exclude: str | Sequence[str] | None = None,
     tensor_name: str = "weight",
+    include_output_head: bool = False,
 ) -> list[PruningTarget]:
     """Resolve the tensors a global context prunes.
 
     Either explicit ``parameters`` pairs, or every module of ``module_types``
-    (default :data:`DEFAULT_MODULE_TYPES`; classes, or class names as
+    (default :func:`default_module_types`; classes, or class names as
     :func:`is_module_type` matches them) whose qualified name matches one of the
-    ``include`` globs (default: all) and none of the ``exclude`` globs.
+    ``include`` globs (default: all) and none of the ``exclude`` globs, except the
+    model's :func:`output_head` unless ``include_output_head``.
+
+    A Parameter reachable from several modules (tied weights) is one target,
+    named by its first place, with the others as its
+    :attr:`~PruningTarget.aliases`.
 
     Raises:
         TargetError: Empty result, duplicates, missing tensors, or ``parameters``
@@ -203,9 +269,9 @@ def select_targets(
         check_unique(targets)
         if not targets:
             raise TargetError("parameters= is empty: there is nothing to prune")
-        return targets
+        return share_tensors(targets, model)
 
-    types = tuple(DEFAULT_MODULE_TYPES if module_types is None else module_types)
+    types = tuple(default_module_types() if module_types is None else module_types)
     for item in types:
         if not (isinstance(item, str) or (isinstance(item, type) and issubclass(item, nn.Module))):
             raise InvalidTypeError(
@@ -214,9 +280,14 @@ def select_targets(
             )
     included = _patterns(include, "include")
     excluded = _patterns(exclude, "exclude")
+    head = None if include_output_head else output_head(model)
+    skipped_head = False
     targets = []
     for qualname, module in model.named_modules():
         if not is_module_type(module, types):
+            continue
+        if module is head:
+            skipped_head = True
             continue
         if included and not any(fnmatch.fnmatchcase(qualname, p) for p in included):
             continue
@@ -227,16 +298,71 @@ def select_targets(
             targets.append(make_target(module, tensor_name, names, model_given=True))
     if not targets:
         type_names = ", ".join(t if isinstance(t, str) else t.__name__ for t in types)
+        hint = (
+            "; the output head is left out by default: pass include_output_head=True"
+            if skipped_head
+            else ""
+        )
         raise TargetError(
             f"no tensor to prune: no module of type ({type_names}) with a {tensor_name!r} "
-            f"tensor matches include={included or '*'} exclude={excluded or []}"
+            f"tensor matches include={included or '*'} exclude={excluded or []}{hint}"
         )
-    return targets
+    return share_tensors(targets, model)
 
 
-def check_unique(targets: Sequence[PruningTarget]) -> None:
-    """Raise :class:`TargetError` if a tensor is listed twice."""
+def _places(model: nn.Module) -> dict[int, list[tuple[nn.Module, str, str]]]:
+    """Every ``(module, qualified name, tensor name)`` of each Parameter, by identity."""
+    places: dict[int, list[tuple[nn.Module, str, str]]] = {}
+    for qualname, module in model.named_modules():
+        for key, param in module._parameters.items():
+            if param is None:
+                continue
+            name = key.removesuffix(ORIG_SUFFIX)
+            if name == key or not is_pruned_tensor(module, name):
+                name = key
+            places.setdefault(id(param), []).append((module, qualname, name))
+    return places
+
+
+def share_tensors(targets: Sequence[PruningTarget], model: nn.Module | None) -> list[PruningTarget]:
+    """Merge targets that name one Parameter, and attach all its places in ``model``.
+
+    Args:
+        targets: Candidate targets, in order.
+        model: The model to find aliases in; ``None`` looks among ``targets`` only.
+
+    Returns:
+        One target per Parameter, in first-seen order, each with every other place of
+        its Parameter as :attr:`~PruningTarget.aliases`.
+    """
+    places = _places(model) if model is not None else {}
+    if model is None:
+        for target in targets:
+            ident = tensor_identity(target.module, target.name)
+            places.setdefault(ident, []).append((target.module, target.module_name, target.name))
+    merged: dict[int, PruningTarget] = {}
+    for target in targets:
+        ident = tensor_identity(target.module, target.name)
+        if ident in merged:
+            continue
+        aliases = tuple(
+            PruningTarget(module, name, qualname)
+            for module, qualname, name in places.get(ident, [])
+            if not (module is target.module and name == target.name)
+        )
+        merged[ident] = replace(target, aliases=aliases) if aliases else target
+    return list(merged.values())
+
+
+def check_unique(targets: Sequence[PruningTarget], *, aliases: bool = False) -> None:
+    """Raise :class:`TargetError` if a tensor is listed twice.
+
+    Args:
+        targets: The targets.
+        aliases: Also refuse two places of one Parameter (e.g. tied embeddings).
+    """
     seen: dict[tuple[int, str], PruningTarget] = {}
+    tensors: dict[int, PruningTarget] = {}
     for target in targets:
         if target.key in seen:
             raise TargetError(
@@ -244,6 +370,13 @@ def check_unique(targets: Sequence[PruningTarget]) -> None:
                 f"{target.name!r}); list each tensor once, with all its criteria"
             )
         seen[target.key] = target
+        ident = tensor_identity(target.module, target.name)
+        if aliases and ident in tensors:
+            raise TargetError(
+                f"{tensors[ident].label} and {target.label} are one shared Parameter (tied "
+                "weights), listed twice; list it once: its mask applies to both"
+            )
+        tensors[ident] = target
 
 
 def check_finite(target: PruningTarget, tensor: torch.Tensor, what: str = "weights") -> None:

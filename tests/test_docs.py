@@ -28,7 +28,7 @@ def hook_names() -> list[str]:
 
 
 def test_there_are_hooks_to_document():
-    assert hook_names() == ["prunefw_register_criteria"]
+    assert hook_names() == ["prunefw_register_criteria", "prunefw_register_linear_layers"]
 
 
 @pytest.mark.parametrize("name", hook_names())

@@ -32,9 +32,9 @@ from prunefw import (
     PercentileCriterion,
     PruningCriterion,
     RandomCriterion,
+    builtin,
     hookimpl,
 )
-from prunefw.criteria import builtin
 from prunefw.errors import (
     CriterionConflictError,
     PluginError,

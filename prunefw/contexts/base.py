@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
+import warnings
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -13,9 +14,17 @@ from torch import nn
 from prunefw._rollback import rollback_on_error
 from prunefw.calibration import Forward, calibrate
 from prunefw.criteria.base import PruningCriterion
-from prunefw.errors import InvalidArgumentError, InvalidTypeError
+from prunefw.errors import InvalidArgumentError, InvalidTypeError, WholeTensorPrunedWarning
+from prunefw.huggingface import install_guards, remove_guards
 from prunefw.permanence import remove_pruning
-from prunefw.reparametrization import install_deepcopy_support, refresh_pruned_tensor
+from prunefw.progress import ProgressCallback, ProgressEvent
+from prunefw.reparametrization import (
+    install_deepcopy_support,
+    iter_pruned_tensors,
+    mask_of,
+    refresh_pruned_tensor,
+    share_mask,
+)
 from prunefw.targets import PruningTarget, check_finite
 
 __all__ = ["PruningContext", "PruningStep", "as_criteria", "importance_scores"]
@@ -152,7 +161,11 @@ class PruningContext(abc.ABC):
         return list(plan.values())
 
     def prune(
-        self, calibration_data: Iterable[Any] | None = None, *, forward: Forward | None = None
+        self,
+        calibration_data: Iterable[Any] | None = None,
+        *,
+        forward: Forward | None = None,
+        progress: ProgressCallback | None = None,
     ) -> None:
         """Prune every target; on any error, leave the model untouched and re-raise.
 
@@ -166,6 +179,10 @@ class PruningContext(abc.ABC):
                 (see :mod:`prunefw.calibration`); ignored if no criterion needs them.
             forward: How to call the model on one batch; default: a mapping as
                 keyword arguments, a tuple/list as positional arguments, else as is.
+            progress: Called with a :class:`~prunefw.progress.ProgressEvent` after
+                each calibration batch and each step of :attr:`steps` (see
+                :mod:`prunefw.progress`; :class:`~prunefw.progress.TqdmProgress`
+                shows tqdm bars).
 
         Raises:
             NonFiniteWeightsError: A target holds NaN or infinite weights.
@@ -174,20 +191,58 @@ class PruningContext(abc.ABC):
             Exception: Whatever a criterion raised, with a note naming it and
                 the tensor.
         """
-        with rollback_on_error(target.module for target in self.targets):
+        with rollback_on_error(module for target in self.targets for module in target.modules):
             for target in self.targets:
                 # Score the weights as they are now: after an optimizer step, a pruned
                 # tensor's attribute is stale until the forward pre-hook recomputes it.
                 refresh_pruned_tensor(target.module, target.name)
                 check_finite(target, getattr(target.module, target.name).detach())
             calibrate(self.model, self._calibration_plan(), calibration_data, forward)
-            self._prune()
+            steps = len(self.steps)
+            done = 0
+
+            def step_done(item: str) -> None:
+                nonlocal done
+                done += 1
+                if progress is not None:
+                    progress(ProgressEvent("prune", done, steps, item))
+
+            self._prune(step_done)
             for target in self.targets:
-                install_deepcopy_support(target.module)
+                # Tied weights: every place of the Parameter gets the one mask.
+                share_mask(target.module, target.name, ((a.module, a.name) for a in target.aliases))
+                for module in target.modules:
+                    install_deepcopy_support(module)
+        if self.model is not None:
+            install_guards(self.model)
+        self._warn_whole_tensors()
+
+    def _warn_whole_tensors(self) -> None:
+        """Warn when a threshold criterion pruned every entry of a tensor."""
+        for step in self.steps:
+            crit = step.criterion
+            n = sum(getattr(t.module, t.name).numel() for t in step.targets)
+            selection = crit.rank_selection(n) if crit.supports_streaming() else None
+            if selection is None or selection.min_threshold is None:
+                continue
+            for target in step.targets:
+                mask = mask_of(target.module, target.name)
+                if mask is not None and mask.numel() > 0 and not bool(mask.any()):
+                    warnings.warn(
+                        f"{crit!r} pruned all {mask.numel()} entries of {target.label}: every "
+                        "magnitude is below the threshold (freshly initialised weights are "
+                        "often small); use an amount, or a smaller threshold",
+                        WholeTensorPrunedWarning,
+                        stacklevel=3,
+                    )
 
     @abc.abstractmethod
-    def _prune(self) -> None:
-        """Apply the criteria; called inside the rollback transaction."""
+    def _prune(self, step_done: Callable[[str], None]) -> None:
+        """Apply the criteria; called inside the rollback transaction.
+
+        Args:
+            step_done: Call after each step of :attr:`steps`, with a label of it.
+        """
 
     def make_permanent(self) -> None:
         """Make this context's pruning permanent (``prune.remove`` on its targets).
@@ -195,4 +250,11 @@ class PruningContext(abc.ABC):
         Targets that are not pruned (any more) are skipped. See
         :func:`prunefw.make_permanent` for what stays and what goes.
         """
-        remove_pruning((target.module, target.name) for target in self.targets)
+        remove_pruning(
+            (module, name)
+            for target in self.targets
+            for module, name in [(target.module, target.name)]
+            + [(alias.module, alias.name) for alias in target.aliases]
+        )
+        if self.model is not None and not any(True for _ in iter_pruned_tensors(self.model)):
+            remove_guards(self.model)

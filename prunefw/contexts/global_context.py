@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from torch import nn
 from torch.nn.utils import prune
@@ -70,10 +70,15 @@ class GlobalPruningContext(PruningContext):
     the entries still unpruned (torch's ``PruningContainer`` semantics): two
     ``amount=0.5`` criteria prune 75%.
 
-    Which tensors: by default ``weight`` of every ``Linear``, ``Conv1d/2d/3d`` and
-    ``ConvTranspose1d/2d/3d`` module. Narrow it with ``module_types``, ``include``
-    and ``exclude`` (globs on qualified module names, e.g. ``"features.*"``), choose
-    another tensor with ``tensor_name``, or give explicit ``parameters``.
+    Which tensors: by default ``weight`` of every linear-like module (``Linear``,
+    Hugging Face's ``Conv1D`` and what plugins register, see :mod:`prunefw.layouts`),
+    ``Conv1d/2d/3d`` and ``ConvTranspose1d/2d/3d`` module, but not embeddings, and
+    not the output head a model declares with ``get_output_embeddings()`` (Hugging
+    Face's ``lm_head``: LLM pruning leaves it dense) unless ``include_output_head``.
+    Narrow it with ``module_types``, ``include`` and ``exclude`` (globs on qualified
+    module names, e.g. ``"features.*"``), choose another tensor with
+    ``tensor_name``, or give explicit ``parameters``. A Parameter shared by several
+    modules (tied weights) is ranked once and all its places get one mask.
 
     Args:
         model: The model to prune.
@@ -86,6 +91,7 @@ class GlobalPruningContext(PruningContext):
         include: Glob(s) a module's qualified name must match (default: any).
         exclude: Glob(s) that remove matching modules.
         tensor_name: The tensor to prune in selected modules (default ``"weight"``).
+        include_output_head: Also select the model's output head (see above).
         strategy: ``"global_unstructured"`` (default): each criterion runs inside
             :func:`torch.nn.utils.prune.global_unstructured`. ``"streaming"``: for
             criteria with a :meth:`~prunefw.PruningCriterion.rank_selection` (all
@@ -123,6 +129,7 @@ class GlobalPruningContext(PruningContext):
         exclude: str | Sequence[str] | None = None,
         tensor_name: str = "weight",
         strategy: str = "global_unstructured",
+        include_output_head: bool = False,
     ) -> None:
         self.model = model
         self._criteria = as_criteria(criteria, "GlobalPruningContext")
@@ -137,6 +144,7 @@ class GlobalPruningContext(PruningContext):
                 include=include,
                 exclude=exclude,
                 tensor_name=tensor_name,
+                include_output_head=include_output_head,
             )
         )
 
@@ -145,12 +153,13 @@ class GlobalPruningContext(PruningContext):
         """One global step per criterion, each over every target."""
         return tuple(PruningStep(crit, self.targets, "global") for crit in self._criteria)
 
-    def _prune(self) -> None:
+    def _prune(self, step_done: Callable[[str], None]) -> None:
         pairs = [(target.module, target.name) for target in self.targets]
         for crit in self._criteria:
             try:
                 if self.strategy == "streaming":
                     prune_streaming(crit, self.targets)
+                    step_done(f"{crit!r} on {len(pairs)} tensors")
                     continue
                 scores = {target.key: importance_scores(crit, target) for target in self.targets}
                 custom = any(s is not None for s in scores.values())
@@ -173,6 +182,7 @@ class GlobalPruningContext(PruningContext):
                 # several criteria never hold several concatenated masks at once.
                 for target in self.targets:
                     release_mask_reference(target.module, target.name)
+                step_done(f"{crit!r} on {len(pairs)} tensors")
             except Exception as exc:
                 add_note(
                     exc,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -12,8 +12,17 @@ from prunefw.contexts.base import PruningContext, PruningStep, as_criteria, impo
 from prunefw.criteria.adapter import container_mask
 from prunefw.criteria.base import PruningCriterion
 from prunefw.errors import InvalidArgumentError, InvalidTypeError, add_note
+from prunefw.layouts import out_in_view
 from prunefw.reparametrization import mask_of, qualified_names, release_mask_reference
-from prunefw.targets import PruningTarget, check_unique, make_target, resolve_module
+from prunefw.targets import (
+    PruningTarget,
+    check_unique,
+    is_glob,
+    make_target,
+    match_modules,
+    resolve_module,
+    share_tensors,
+)
 
 __all__ = ["LayerKey", "LayerPruningContext"]
 
@@ -34,8 +43,12 @@ class LayerPruningContext(PruningContext):
     Args:
         layer_criteria: Maps a key to one criterion or a list of them. A key is a
             module, a qualified module name such as ``"features.0"`` (needs
-            ``model``), or a ``(module or name, tensor name)`` pair to prune a tensor
-            other than ``tensor_name``.
+            ``model``), a glob on qualified names such as
+            ``"model.layers.*.mlp.*_proj"`` (needs ``model``; every matching module
+            that has the tensor, each pruned on its own with the same criteria), or
+            a ``(module or name, tensor name)`` pair to prune a tensor other than
+            ``tensor_name``. A Parameter shared by several modules (tied weights) is
+            one tensor: list it once, and all its places get its mask.
         model: The model that qualified names refer to; also used to name modules
             in messages and reports.
         tensor_name: The tensor pruned for keys that do not name one (default
@@ -83,13 +96,22 @@ class LayerPruningContext(PruningContext):
         plan: list[tuple[PruningTarget, tuple[PruningCriterion, ...]]] = []
         for key, criteria in layer_criteria.items():
             module, name = key if isinstance(key, tuple) and len(key) == 2 else (key, tensor_name)
+            if isinstance(module, str) and is_glob(module):
+                matched = match_modules(model, module, name)
+                where = f"{module!r} ({len(matched)} tensors)"
+                crits = as_criteria(criteria, where)
+                plan.extend((make_target(m, name, names, True), crits) for m in matched)
+                continue
             if isinstance(module, str):
                 module = resolve_module(model, module)
             target = make_target(module, name, names, model_given=model is not None)
             plan.append((target, as_criteria(criteria, target.label)))
-        check_unique([target for target, _ in plan])
-        self.plan = tuple(plan)
-        self.targets = tuple(target for target, _ in plan)
+        check_unique([target for target, _ in plan], aliases=True)
+        shared = share_tensors([target for target, _ in plan], model)
+        self.plan = tuple(
+            (target, criteria) for target, (_, criteria) in zip(shared, plan, strict=True)
+        )
+        self.targets = tuple(target for target, _ in self.plan)
 
     @property
     def steps(self) -> tuple[PruningStep, ...]:
@@ -100,11 +122,12 @@ class LayerPruningContext(PruningContext):
             for crit in criteria
         )
 
-    def _prune(self) -> None:
+    def _prune(self, step_done: Callable[[str], None]) -> None:
         for target, criteria in self.plan:
             for crit in criteria:
                 try:
                     self._apply(target, crit)
+                    step_done(f"{crit!r} on {target.label}")
                 except Exception as exc:
                     add_note(
                         exc,
@@ -120,7 +143,17 @@ class LayerPruningContext(PruningContext):
         current = mask_of(module, name)
         default_mask = torch.ones_like(weights) if current is None else current.detach()
         method = type(crit).PruningMethod(crit, magnitude=scores is None)
-        mask = container_mask(method, weights if scores is None else scores, default_mask, name)
+        # Criteria that see the tensor's shape see linear-like weights as (out, in).
+        layout = target.layout if crit.PRUNING_TYPE != "unstructured" else None
+        mask = out_in_view(
+            container_mask(
+                method,
+                out_in_view(weights if scores is None else scores, layout),
+                out_in_view(default_mask, layout),
+                name,
+            ),
+            layout,
+        )
         prune.custom_from_mask(module, name, mask)
         release_mask_reference(module, name)
 
