@@ -95,9 +95,15 @@ def test_api_overview_examples_run():
         exec(compile(block, "docs/api.md", "exec"), {})
 
 
+def hooks_example(marker: str) -> str:
+    """The last code block of docs/hooks.md that contains ``marker``."""
+    return [block for block in code_blocks(DOCS / "hooks.md") if marker in block][-1]
+
+
 def test_hooks_example_is_a_working_plugin():
     plugin = types.ModuleType("docs_hooks_example")
-    exec(compile(code_blocks(DOCS / "hooks.md")[-1], "docs/hooks.md", "exec"), vars(plugin))
+    example = hooks_example("def prunefw_register_criteria():")
+    exec(compile(example, "docs/hooks.md", "exec"), vars(plugin))
     pm = PluginManager(autoload=False)
     pm.register(plugin, name="docs-example")
     registry = CriterionRegistry.from_plugin_manager(pm)
@@ -105,3 +111,16 @@ def test_hooks_example_is_a_working_plugin():
     layer = torch.nn.Linear(6, 6)
     prunefw.LayerPruningContext({layer: crit}).prune()
     assert torch.equal(layer.weight_mask.bool(), layer.weight_orig > 0)
+
+
+def test_linear_layers_hook_example_registers_a_layer_type():
+    from prunefw.layouts import LinearLayers
+
+    plugin = types.ModuleType("docs_linear_layers_example")
+    example = hooks_example("def prunefw_register_linear_layers():")
+    exec(compile(example, "docs/hooks.md", "exec"), vars(plugin))
+    pm = PluginManager(autoload=False)
+    pm.register(plugin, name="docs-layers")
+    layers = LinearLayers.from_plugin_manager(pm)
+    assert "bitsandbytes.nn.Linear8bitLt" in layers.module_types()
+    assert torch.nn.Linear in layers.module_types()  # the built-in plugin's
