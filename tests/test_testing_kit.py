@@ -20,7 +20,6 @@ import pytest
 import torch
 from torch import nn
 
-import prunefw.testing
 from prunefw import (
     MagnitudeCriterion,
     PercentileCriterion,
@@ -35,8 +34,10 @@ from prunefw.testing import (
     CriterionContract,
     ModelSnapshot,
     check_criterion,
+    context_checks,
     default_calibration_data,
     default_model,
+    subject,
 )
 
 DATA = Path(__file__).resolve().parent / "data" / "entrypoints"
@@ -343,7 +344,7 @@ def test_global_check_requires_pruning_type_error_for_structured(monkeypatch):
         def __init__(self, model: nn.Module, criteria: Any, **kwargs: Any) -> None:
             pass
 
-    monkeypatch.setattr(prunefw.testing, "GlobalPruningContext", Permissive)
+    monkeypatch.setattr(context_checks, "GlobalPruningContext", Permissive)
     failure = failures_of(RowNormCriterion, RowNormCriterion)
     assert list(failure.failures) == ["global_context"]
     reason = failure.failures["global_context"]
@@ -555,7 +556,7 @@ def test_failed_rollback_is_detected(monkeypatch):
             self.targets[0].module.leaked = torch.zeros(1)
             super().prune(calibration_data, forward=forward)
 
-    monkeypatch.setattr(prunefw.testing, "LayerPruningContext", Leaky)
+    monkeypatch.setattr(subject, "LayerPruningContext", Leaky)
     failure = failures_of(RowNormCriterion, RowNormCriterion)
     reason = failure.failures["failure_leaves_model_untouched"]
     assert "the model changed" in reason
@@ -575,7 +576,7 @@ def test_rank_selection_that_disagrees_with_compute_mask():
 
 
 def test_broken_make_permanent_is_detected(monkeypatch):
-    monkeypatch.setattr(prunefw.testing, "make_permanent", lambda model: model)
+    monkeypatch.setattr(context_checks, "make_permanent", lambda model: model)
     failure = failures_of(MagnitudeCriterion, lambda: MagnitudeCriterion(amount=0.3), plugin=None)
     assert list(failure.failures) == ["remove_and_make_permanent"]
     reason = failure.failures["remove_and_make_permanent"]
@@ -649,6 +650,13 @@ def test_not_auto_loaded_by_pytest(request):
     assert not request.config.pluginmanager.has_plugin("prunefw.testing")
     with pytest.raises(pytest.FixtureLookupError):
         request.getfixturevalue("prunefw_plugin_manager")
+
+
+def test_importing_the_kit_does_not_import_pytest():
+    # The kit is a library too (check_criterion): only its pytest plugin imports pytest.
+    code = "import prunefw.testing, sys; assert 'pytest' not in sys.modules, 'pytest imported'"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
 
 
 def test_opt_in_pytest_plugin(tmp_path):
