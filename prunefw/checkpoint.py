@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from prunefw._rollback import rollback_on_error
+from prunefw.criteria.adapter import mask_problem
 from prunefw.errors import CheckpointError, InvalidTypeError
 from prunefw.huggingface import install_guards
 from prunefw.reparametrization import (
@@ -106,7 +107,13 @@ def load_pruned_state_dict(
                 f"state_dict key {key!r} has shape {shape}, but the model's "
                 f"{module_name + '.' if module_name else ''}{name} has shape {tuple(param.shape)}"
             )
-        to_prune.append((module, name, mask, key))
+        problem = mask_problem(mask, param.shape)
+        if problem is not None:
+            raise CheckpointError(
+                f"state_dict key {key!r} is not a usable pruning mask: a mask {problem}; "
+                "masks hold only 0 and 1"
+            )
+        to_prune.append((module, name, mask.detach(), key))
 
     first_place: dict[int, tuple[nn.Module, str, str]] = {}
     with rollback_on_error(module for module, _, _, _ in to_prune):

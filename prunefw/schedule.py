@@ -254,6 +254,9 @@ class GradualPruner:
         self.amount_type: str = amount_type
         self.per_tensor: bool = per_tensor
         self.step_count = 0
+        # Set by load_state_dict: a resumed pruner past end_step has no event left, so its
+        # next step() catches up with the final sparsity.
+        self._resumed = False
         zero: Any = 0 if amount_type == "count" else 0.0
         probe = self._build(defaultdict(lambda: zero) if per_tensor else zero)
         self.targets: tuple[TargetKey, ...] = tuple((t.module, t.name) for t in probe.targets)
@@ -315,7 +318,8 @@ class GradualPruner:
         """
         t = self.step_count
         self.step_count += 1
-        if not self.is_pruning_step(t):
+        catch_up, self._resumed = self._resumed and t > self.end_step, False
+        if not (self.is_pruning_step(t) or catch_up):
             return False
         target = self.sparsity_at(t)
         counts = {key: _pruned_count(*key) for key in self.targets}
@@ -348,21 +352,31 @@ class GradualPruner:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Restore the step counter from :meth:`state_dict`.
 
+        The model's masks are restored separately (they live in its state_dict). The
+        next pruning event then lands exactly on its target, and a pruner resumed
+        after ``end_step`` prunes to ``final_sparsity`` at its next :meth:`step`.
+
         Raises:
             InvalidArgumentError: The state was saved with other settings, or is malformed.
         """
-        if not isinstance(state_dict, Mapping) or "step_count" not in state_dict:
+        if not isinstance(state_dict, Mapping) or not {"step_count", "config"} <= set(state_dict):
             raise InvalidArgumentError(
-                f"GradualPruner.load_state_dict: expected a mapping with 'step_count', "
-                f"got {state_dict!r}"
+                "GradualPruner.load_state_dict: expected the mapping state_dict() returns, "
+                f"with 'step_count' and 'config', got {state_dict!r}"
             )
-        config = state_dict.get("config")
-        if config is not None and dict(config) != self._config():
+        config = state_dict["config"]
+        if not isinstance(config, Mapping):
+            raise InvalidArgumentError(
+                f"GradualPruner.load_state_dict: 'config' must be the settings mapping "
+                f"state_dict() saved, got {config!r}"
+            )
+        if dict(config) != self._config():
             raise InvalidArgumentError(
                 f"GradualPruner.load_state_dict: saved with settings {dict(config)!r}, "
                 f"this pruner has {self._config()!r}"
             )
         self.step_count = _check_int(state_dict["step_count"], "step_count", 0)
+        self._resumed = True
 
     def _config(self) -> dict[str, Any]:
         return {

@@ -364,7 +364,13 @@ def check_unique(targets: Sequence[PruningTarget], *, aliases: bool = False) -> 
     seen: dict[tuple[int, str], PruningTarget] = {}
     tensors: dict[int, PruningTarget] = {}
     for target in targets:
-        if target.key in seen:
+        first = seen.get(target.key)
+        if first is not None and first.module_name != target.module_name:
+            raise TargetError(
+                f"{first.label} and {target.label} are the same tensor: {target.module_name!r} "
+                f"is another name of module {first.module_name!r}; list it once"
+            )
+        if first is not None:
             raise TargetError(
                 f"{target.label} is listed twice (module {target.module_name!r}, tensor "
                 f"{target.name!r}); list each tensor once, with all its criteria"

@@ -7,7 +7,48 @@ import numbers
 
 from prunefw.errors import InvalidArgumentError, InvalidTypeError
 
-__all__ = ["check_amount", "check_fraction", "count_to_prune"]
+__all__ = ["as_float", "check_amount", "check_fraction", "check_seed", "count_to_prune"]
+
+
+def as_float(value: numbers.Real, argument: str, owner: str) -> float:
+    """Return ``float(value)``, refusing numbers too large for a float (e.g. ``10**400``).
+
+    Raises:
+        InvalidArgumentError: ``value`` does not fit a float.
+    """
+    try:
+        return float(value)
+    except OverflowError:
+        digits = len(str(abs(int(value)))) if isinstance(value, numbers.Integral) else None
+        shown = f"<an int of {digits} digits>" if digits else repr(value)
+        raise InvalidArgumentError(
+            f"{owner}({argument}={shown}): too large for a float (max about 1.8e308)"
+        ) from None
+
+
+#: The seeds ``torch.Generator.manual_seed`` takes.
+SEED_RANGE = (-(2**63), 2**64 - 1)
+
+
+def check_seed(value: object, argument: str, owner: str) -> int | None:
+    """Return ``value`` as an int seed torch accepts, or ``None``.
+
+    Raises:
+        InvalidTypeError: Not an int (bools are refused) or None.
+        InvalidArgumentError: Outside ``[-2**63, 2**64 - 1]``.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidTypeError(
+            f"{owner}({argument}={value!r}): expected an int or None, got {type(value).__name__}"
+        )
+    seed = int(value)
+    if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise InvalidArgumentError(
+            f"{owner}({argument}={value!r}): a seed must be in [-2**63, 2**64 - 1]"
+        )
+    return seed
 
 
 def check_fraction(value: object, argument: str, owner: str) -> float:
@@ -29,7 +70,7 @@ def check_fraction(value: object, argument: str, owner: str) -> float:
         raise InvalidTypeError(
             f"{owner}({argument}={value!r}): expected a float in [0, 1], got {type(value).__name__}"
         )
-    result = float(value)
+    result = as_float(value, argument, owner)
     if math.isnan(result) or not 0.0 <= result <= 1.0:
         raise InvalidArgumentError(
             f"{owner}({argument}={value!r}): must be a fraction in [0, 1] (e.g. 0.2 for 20%)"

@@ -13,8 +13,15 @@ from torch import nn
 
 from prunefw._rollback import rollback_on_error
 from prunefw.calibration import Forward, calibrate
+from prunefw.criteria.adapter import mask_problem
 from prunefw.criteria.base import PruningCriterion
-from prunefw.errors import InvalidArgumentError, InvalidTypeError, WholeTensorPrunedWarning
+from prunefw.errors import (
+    InvalidArgumentError,
+    InvalidMaskError,
+    InvalidTypeError,
+    TargetError,
+    WholeTensorPrunedWarning,
+)
 from prunefw.huggingface import install_guards, remove_guards
 from prunefw.permanence import remove_pruning
 from prunefw.progress import ProgressCallback, ProgressEvent
@@ -22,12 +29,13 @@ from prunefw.reparametrization import (
     install_deepcopy_support,
     iter_pruned_tensors,
     mask_of,
+    original_of,
     refresh_pruned_tensor,
     share_mask,
 )
 from prunefw.targets import PruningTarget, check_finite
 
-__all__ = ["PruningContext", "PruningStep", "as_criteria", "importance_scores"]
+__all__ = ["PruningContext", "PruningStep", "as_criteria", "check_stored_mask", "importance_scores"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,34 @@ def as_criteria(value: object, where: str) -> tuple[PruningCriterion, ...]:
     if not items:
         raise InvalidArgumentError(f"no criteria given for {where}: pass at least one")
     return tuple(items)
+
+
+def check_stored_mask(target: PruningTarget) -> None:
+    """Refuse a target whose weights have no data or whose current mask is unusable.
+
+    Raises:
+        TargetError: The weights are on the meta device.
+        InvalidMaskError: The mask torch stores for it is not a 0/1 tensor of its
+            shape on its device (e.g. loaded or assigned by hand).
+    """
+    weights = getattr(target.module, target.name)
+    if isinstance(weights, torch.Tensor) and weights.is_meta:
+        raise TargetError(
+            f"{target.label} is on the meta device (it has no values to rank): materialize "
+            "the model first, e.g. model.to_empty(device='cpu') and load its weights"
+        )
+    original = original_of(target.module, target.name)
+    mask = mask_of(target.module, target.name)
+    if original is None or mask is None:
+        return
+    problem = mask_problem(mask, original.shape)
+    if problem is None and mask.device != original.device:
+        problem = f"on {mask.device} while the weights are on {original.device}"
+    if problem is not None:
+        raise InvalidMaskError(
+            f"{target.label} has a mask {problem}; a mask is a 0/1 tensor of the weight's shape "
+            "on its device (re-prune, or fix the checkpoint it came from)"
+        )
 
 
 def importance_scores(criterion: PruningCriterion, target: PruningTarget) -> torch.Tensor | None:
@@ -193,6 +229,7 @@ class PruningContext(abc.ABC):
         """
         with rollback_on_error(module for target in self.targets for module in target.modules):
             for target in self.targets:
+                check_stored_mask(target)
                 # Score the weights as they are now: after an optimizer step, a pruned
                 # tensor's attribute is stale until the forward pre-hook recomputes it.
                 refresh_pruned_tensor(target.module, target.name)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
+import torch
 from torch import nn
 from torch.nn.utils import prune
 
@@ -11,8 +13,8 @@ from prunefw.contexts.base import PruningContext, PruningStep, as_criteria, impo
 from prunefw.contexts.streaming import prune_streaming
 from prunefw.criteria.base import PruningCriterion
 from prunefw.errors import InvalidArgumentError, PruningTypeError, add_note
-from prunefw.reparametrization import release_mask_reference
-from prunefw.targets import select_targets
+from prunefw.reparametrization import mask_name, mask_of, release_mask_reference
+from prunefw.targets import PruningTarget, select_targets
 
 __all__ = ["STRATEGIES", "GlobalPruningContext", "check_global_criterion", "check_strategy"]
 
@@ -56,6 +58,35 @@ def check_global_criterion(criterion: PruningCriterion, strategy: str) -> None:
             f"{criterion!r} does not support strategy='streaming': it does not define "
             "rank_selection(); use the default strategy 'global_unstructured'"
         )
+
+
+@contextlib.contextmanager
+def _contiguous(targets: Sequence[PruningTarget]) -> Iterator[None]:
+    """Give every target a contiguous layout (same values) for ``global_unstructured``.
+
+    torch flattens the tensors and their masks with ``view(-1)``, which fails on a
+    transposed (non-contiguous) weight. A Parameter's data is replaced by a contiguous
+    copy (the same Parameter object), restored if the block raises; masks and
+    recomputed attributes are replaced too (the rollback restores those).
+    """
+    changed: list[tuple[nn.Parameter, torch.Tensor]] = []
+    try:
+        for target in targets:
+            module, name = target.module, target.name
+            tensor = getattr(module, name)
+            if isinstance(tensor, nn.Parameter) and not tensor.is_contiguous():
+                changed.append((tensor, tensor.data))
+                tensor.data = tensor.data.contiguous()
+            elif not tensor.is_contiguous():
+                setattr(module, name, tensor.contiguous())
+            mask = mask_of(module, name)
+            if mask is not None and not mask.is_contiguous():
+                module._buffers[mask_name(name)] = mask.contiguous()
+        yield
+    except BaseException:
+        for param, data in changed:
+            param.data = data
+        raise
 
 
 class GlobalPruningContext(PruningContext):
@@ -171,13 +202,14 @@ class GlobalPruningContext(PruningContext):
                         else getattr(t.module, t.name).detach().abs()
                         for t in self.targets
                     }
-                prune.global_unstructured(
-                    pairs,
-                    pruning_method=type(crit).PruningMethod,
-                    importance_scores=importance,
-                    criterion=crit,
-                    magnitude=not custom,
-                )
+                with _contiguous(self.targets):
+                    prune.global_unstructured(
+                        pairs,
+                        pruning_method=type(crit).PruningMethod,
+                        importance_scores=importance,
+                        criterion=crit,
+                        magnitude=not custom,
+                    )
                 # Drop the hooks' views of this call's concatenated mask right away, so
                 # several criteria never hold several concatenated masks at once.
                 for target in self.targets:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -102,9 +103,12 @@ class LayerPruningContext(PruningContext):
                 crits = as_criteria(criteria, where)
                 plan.extend((make_target(m, name, names, True), crits) for m in matched)
                 continue
+            given_name = module if isinstance(module, str) else None
             if isinstance(module, str):
                 module = resolve_module(model, module)
             target = make_target(module, name, names, model_given=model is not None)
+            if given_name is not None and given_name != target.module_name:
+                target = replace(target, module_name=given_name)  # registered twice
             plan.append((target, as_criteria(criteria, target.label)))
         check_unique([target for target, _ in plan], aliases=True)
         shared = share_tensors([target for target, _ in plan], model)

@@ -38,6 +38,7 @@ __all__ = [
     "MaskCriterion",
     "container_mask",
     "make_pruning_method",
+    "mask_problem",
 ]
 
 #: The pruning types torch's ``PruningContainer`` knows.
@@ -179,13 +180,47 @@ def container_mask(
         scores = tensor.reshape(-1)
         if not (isinstance(method, CriterionPruningMethod) and method.magnitude):
             scores = scores.clone()
-        flat = method.compute_mask(scores, default_mask.reshape(-1))
+        # A fresh all-ones mask, never the caller's buffer: a criterion may write into it.
+        ones = torch.ones(
+            default_mask.numel(), dtype=default_mask.dtype, device=default_mask.device
+        )
+        flat = method.compute_mask(scores, ones)
         return flat.view(tensor.shape)
     container = prune.PruningContainer()
     container._tensor_name = tensor_name
     container.add_pruning_method(method)
     private = default_mask.detach().clone(memory_format=torch.contiguous_format)
     return container.compute_mask(tensor, private)
+
+
+def mask_problem(mask: object, shape: torch.Size | tuple[int, ...]) -> str | None:
+    """Say what is wrong with ``mask`` as a 0/1 mask of ``shape``, or ``None`` if nothing.
+
+    A mask is a tensor of that shape holding only 0 and 1 (any real dtype) or bool,
+    with data (not on the meta device). The answer completes "a mask ...".
+
+    Example:
+        >>> import torch
+        >>> mask_problem(torch.tensor([1.0, 0.5]), (2,))
+        'containing 0.5 (1 entries not 0 or 1)'
+        >>> mask_problem(torch.ones(2, dtype=torch.bool), (2,)) is None
+        True
+    """
+    if not isinstance(mask, torch.Tensor):
+        return f"that is a {type(mask).__name__}, not a tensor"
+    if mask.shape != tuple(shape):
+        return f"of shape {tuple(mask.shape)} instead of {tuple(shape)}"
+    if mask.is_meta:
+        return "on the meta device (it has no values)"
+    if mask.dtype == torch.bool:
+        return None
+    if mask.is_complex():
+        return f"of dtype {mask.dtype}"
+    bad = ~((mask == 0) | (mask == 1))
+    if bool(bad.any()):
+        value = mask[bad].flatten()[0].item()
+        return f"containing {value!r} ({int(bad.sum())} entries not 0 or 1)"
+    return None
 
 
 def _check_mask(mask: object, scores: torch.Tensor, criterion: MaskCriterion) -> None:
@@ -199,16 +234,12 @@ def _check_mask(mask: object, scores: torch.Tensor, criterion: MaskCriterion) ->
             f"{criterion!r}.compute_mask returned a mask of shape {tuple(mask.shape)}; "
             f"expected {expected}"
         )
-    if mask.dtype == torch.bool:
-        return
     if mask.is_complex():
         raise InvalidMaskError(
             f"{criterion!r}.compute_mask returned a {mask.dtype} mask; expected {expected}"
         )
-    bad = ~((mask == 0) | (mask == 1))
-    if bool(bad.any()):
-        value = mask[bad].flatten()[0].item()
+    problem = mask_problem(mask, scores.shape)
+    if problem is not None:
         raise InvalidMaskError(
-            f"{criterion!r}.compute_mask returned a mask containing {value!r} "
-            f"({int(bad.sum())} entries not 0 or 1); expected {expected}"
+            f"{criterion!r}.compute_mask returned a mask {problem}; expected {expected}"
         )

@@ -11,7 +11,7 @@ import torch
 from prunefw.criteria.base import PruningCriterion, RankSelection
 from prunefw.errors import InvalidArgumentError, InvalidTypeError
 from prunefw.selection import at_least, smallest_k
-from prunefw.validation import check_amount, count_to_prune
+from prunefw.validation import as_float, check_amount, count_to_prune
 
 __all__ = ["MagnitudeCriterion"]
 
@@ -65,12 +65,13 @@ class MagnitudeCriterion(PruningCriterion):
                     f"MagnitudeCriterion(min_threshold={min_threshold!r}): expected a "
                     f"non-negative float, got {type(min_threshold).__name__}"
                 )
-            if not math.isfinite(min_threshold) or min_threshold < 0:
+            threshold = as_float(min_threshold, "min_threshold", "MagnitudeCriterion")
+            if not math.isfinite(threshold) or threshold < 0:
                 raise InvalidArgumentError(
                     f"MagnitudeCriterion(min_threshold={min_threshold!r}): must be a "
                     "finite number >= 0 (importance scores are magnitudes)"
                 )
-            self.min_threshold = float(min_threshold)
+            self.min_threshold = threshold
         else:
             self.amount = check_amount(amount, "amount", "MagnitudeCriterion")
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import torch
 
 from prunefw.criteria.base import PruningCriterion, RankSelection
-from prunefw.errors import InvalidTypeError
 from prunefw.selection import smallest_k
-from prunefw.validation import check_fraction
+from prunefw.validation import check_fraction, check_seed
 
 __all__ = ["RandomCriterion"]
 
@@ -44,12 +42,7 @@ class RandomCriterion(PruningCriterion):
 
     def __init__(self, prune_ratio: float, seed: int | None = None) -> None:
         self.prune_ratio = check_fraction(prune_ratio, "prune_ratio", "RandomCriterion")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-            raise InvalidTypeError(
-                f"RandomCriterion(seed={seed!r}): expected an int or None, "
-                f"got {type(seed).__name__}"
-            )
-        self.seed = None if seed is None else int(seed)
+        self.seed = check_seed(seed, "seed", "RandomCriterion")
         self.generator = torch.Generator()
         if self.seed is None:
             self.generator.seed()
