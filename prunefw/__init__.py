@@ -28,6 +28,7 @@ from prunefw.contexts import (
     PruningStep,
 )
 from prunefw.criteria import (
+    LnStructuredCriterion,
     MagnitudeCriterion,
     PercentileCriterion,
     PruningCriterion,
@@ -46,6 +47,7 @@ __all__ = [
     "GlobalPruningContext",
     "GradualPruner",
     "LayerPruningContext",
+    "LnStructuredCriterion",
     "MagnitudeCriterion",
     "PercentileCriterion",
     "PrunefwError",

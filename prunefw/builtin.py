@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from prunefw.criteria.base import PruningCriterion
+from prunefw.criteria.ln_structured import LnStructuredCriterion
 from prunefw.criteria.magnitude import MagnitudeCriterion
 from prunefw.criteria.percentile import PercentileCriterion
 from prunefw.criteria.random import RandomCriterion
@@ -19,8 +20,14 @@ __all__ = ["prunefw_register_criteria", "prunefw_register_linear_layers"]
 
 @hookimpl
 def prunefw_register_criteria() -> Sequence[type[PruningCriterion]]:
-    """Register ``magnitude``, ``percentile``, ``random`` and ``row-magnitude``."""
-    return [MagnitudeCriterion, PercentileCriterion, RandomCriterion, RowMagnitudeCriterion]
+    """Register ``magnitude``, ``percentile``, ``random``, ``row-magnitude`` and ``ln-structured``."""
+    return [
+        MagnitudeCriterion,
+        PercentileCriterion,
+        RandomCriterion,
+        RowMagnitudeCriterion,
+        LnStructuredCriterion,
+    ]
 
 
 @hookimpl

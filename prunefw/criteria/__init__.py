@@ -1,11 +1,13 @@
 """Pruning criteria: the base class and the built-in criteria."""
 
 from prunefw.criteria.base import PruningCriterion, RankSelection
+from prunefw.criteria.ln_structured import LnStructuredCriterion
 from prunefw.criteria.magnitude import MagnitudeCriterion
 from prunefw.criteria.percentile import PercentileCriterion
 from prunefw.criteria.random import RandomCriterion
 
 __all__ = [
+    "LnStructuredCriterion",
     "MagnitudeCriterion",
     "PercentileCriterion",
     "PruningCriterion",
