@@ -67,7 +67,7 @@ class CriterionRegistry:
         >>> from prunefw.plugin_manager import PluginManager
         >>> registry = CriterionRegistry.from_plugin_manager(PluginManager(autoload=False))
         >>> registry.names()
-        ['magnitude', 'percentile', 'random']
+        ['ln-structured', 'magnitude', 'percentile', 'random', 'row-magnitude']
         >>> registry.create("magnitude", min_threshold=0.1)
         MagnitudeCriterion(min_threshold=0.1)
     """

@@ -33,7 +33,8 @@ def test_json_lists_builtin_and_entry_point_plugins():
     data = json.loads(result.stdout)
     assert data["autoload"] is True
     plugins = by_name(data)
-    assert plugins["prunefw.builtin"]["criteria"] == ["magnitude", "percentile", "random"]
+    builtin = plugins["prunefw.builtin"]["criteria"]
+    assert builtin == ["ln-structured", "magnitude", "percentile", "random", "row-magnitude"]
     assert plugins["prunefw.builtin"]["distribution"] == "prunefw"
     example = plugins["example"]
     assert example == {

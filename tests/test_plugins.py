@@ -54,7 +54,8 @@ from prunefw.registry import CriterionRegistry
 DATA = Path(__file__).resolve().parent / "data" / "entrypoints"
 ROOT = Path(__file__).resolve().parent.parent
 
-BUILTIN_NAMES = ["magnitude", "percentile", "random"]
+#: What the built-in plugin registers (asserted explicitly in test_builtin_names).
+BUILTIN_NAMES = sorted(cls.name for cls in builtin.prunefw_register_criteria())
 EXAMPLE_MODULE = "prunefw_example_plugin"
 EXAMPLE_CRITERION = "example-keep-largest"
 EXAMPLE_INFO = PluginInfo(
@@ -555,12 +556,13 @@ def test_builtins_are_registered_through_the_same_hook():
     pm = hermetic_pm(autoload=False)
     assert pm.hook is pm.pluggy_manager.hook
     assert pm.pluggy_manager.get_plugin(BUILTIN_PLUGIN_NAME) is builtin
-    expected = [MagnitudeCriterion, PercentileCriterion, RandomCriterion]
+    expected = list(builtin.prunefw_register_criteria())
+    assert expected[:3] == [MagnitudeCriterion, PercentileCriterion, RandomCriterion]
     assert pm.pluggy_manager.hook.prunefw_register_criteria() == [expected]
     pm.register(plugin_module("inproc_plugin", [KeepAll]))
     results = pm.pluggy_manager.hook.prunefw_register_criteria()
     assert sorted(results, key=len) == [[KeepAll], expected]
-    assert pm.hook_names() == ["prunefw_register_criteria"]
+    assert pm.hook_names() == ["prunefw_register_criteria", "prunefw_register_linear_layers"]
 
 
 def test_in_process_typo_hook_is_refused_and_not_registered():
@@ -751,3 +753,13 @@ def test_env_switches_hide_the_plugin_from_available_criteria(env):
     assert set(out["names"]) >= set(BUILTIN_NAMES)
     if DISABLE_AUTOLOAD_ENV in env:
         assert out["names"] == BUILTIN_NAMES
+
+
+def test_builtin_names():
+    assert BUILTIN_NAMES == [
+        "ln-structured",
+        "magnitude",
+        "percentile",
+        "random",
+        "row-magnitude",
+    ]

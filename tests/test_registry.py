@@ -19,6 +19,8 @@ from prunefw import (
     criterion,
     hookimpl,
 )
+from prunefw.criteria.ln_structured import LnStructuredCriterion
+from prunefw.criteria.row_magnitude import RowMagnitudeCriterion
 from prunefw.errors import (
     CriterionConflictError,
     InvalidArgumentError,
@@ -31,9 +33,11 @@ from prunefw.plugin_manager import BUILTIN_PLUGIN_NAME, PluginInfo, PluginManage
 from prunefw.registry import CRITERION_NAME_PATTERN, CriterionRegistry, RegisteredCriterion
 
 BUILTINS = {
+    "ln-structured": LnStructuredCriterion,
     "magnitude": MagnitudeCriterion,
     "percentile": PercentileCriterion,
     "random": RandomCriterion,
+    "row-magnitude": RowMagnitudeCriterion,
 }
 ALPHA = PluginInfo("alpha", "prunefw-alpha", "1.0", "prunefw_alpha", "active")
 BETA = PluginInfo("beta", "prunefw-beta", "2.0", "prunefw_beta", "active")
@@ -251,7 +255,14 @@ def test_same_class_from_two_in_process_plugins_is_not_an_error():
     pm.register(plugin(), name="first")
     pm.register(plugin(), name="second")
     registry = CriterionRegistry.from_plugin_manager(pm)
-    assert registry.names() == ["keep-all", "magnitude", "percentile", "random"]
+    assert registry.names() == [
+        "keep-all",
+        "ln-structured",
+        "magnitude",
+        "percentile",
+        "random",
+        "row-magnitude",
+    ]
     assert registry.entry("keep-all").plugin.name in {"first", "second"}
     assert registry.entry("magnitude").plugin.name == BUILTIN_PLUGIN_NAME
 

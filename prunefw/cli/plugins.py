@@ -28,7 +28,7 @@ def collect(plugin_manager: PluginManager) -> dict[str, Any]:
     Example:
         >>> from prunefw.plugin_manager import PluginManager
         >>> collect(PluginManager(autoload=False))["plugins"][0]["criteria"]
-        ['magnitude', 'percentile', 'random']
+        ['ln-structured', 'magnitude', 'percentile', 'random', 'row-magnitude']
     """
     registry = CriterionRegistry.from_plugin_manager(plugin_manager)
     provided: dict[str, list[str]] = defaultdict(list)
