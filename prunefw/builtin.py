@@ -20,7 +20,7 @@ __all__ = ["prunefw_register_criteria", "prunefw_register_linear_layers"]
 
 @hookimpl
 def prunefw_register_criteria() -> Sequence[type[PruningCriterion]]:
-    """Register ``magnitude``, ``percentile``, ``random``, ``row-magnitude`` and ``ln-structured``."""
+    """Register the built-in criteria: magnitude, percentile, random, row- and ln-structured."""
     return [
         MagnitudeCriterion,
         PercentileCriterion,
