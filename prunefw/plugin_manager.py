@@ -120,6 +120,13 @@ class PluginManager:
         self._infos: dict[str, PluginInfo] = {}
         self._entrypoints_loaded = False
         for name in disabled:
+            if name.strip() == BUILTIN_PLUGIN_NAME:
+                raise PluginError(
+                    f"{DISABLED_PLUGINS_ENV} names {BUILTIN_PLUGIN_NAME!r}, prunefw's own plugin "
+                    "(the built-in criteria and layer types), which cannot be disabled; remove "
+                    f"it from {DISABLED_PLUGINS_ENV} (it lists entry-point names of installed "
+                    "plugins)"
+                )
             if name.strip():
                 self.block(name.strip())
         from prunefw import builtin
@@ -189,8 +196,18 @@ class PluginManager:
         """Return the names of all hook specifications, sorted."""
         return sorted(name for name in dir(hookspecs) if name.startswith("prunefw_"))
 
-    def _entry_points(self) -> list[tuple[importlib.metadata.EntryPoint, PluginInfo]]:
+    def _entry_points(
+        self, *, clash_is_error: bool = True
+    ) -> list[tuple[importlib.metadata.EntryPoint, PluginInfo]]:
+        """The ``prunefw`` entry points of the installed distributions, by name.
+
+        Args:
+            clash_is_error: Raise when two distributions declare one name (they
+                cannot both be loaded); if false, list both (for a listing of what is
+                installed when nothing is loaded).
+        """
         found: dict[str, tuple[importlib.metadata.EntryPoint, PluginInfo]] = {}
+        clashes: list[tuple[importlib.metadata.EntryPoint, PluginInfo]] = []
         dists = (
             importlib.metadata.distributions()
             if self._path is None
@@ -209,6 +226,9 @@ class PluginManager:
                     other = found[ep.name][1]
                     if other.distribution == dist_name or self._pm.is_blocked(ep.name):
                         continue  # the same distribution seen twice on sys.path, or blocked
+                    if not clash_is_error:
+                        clashes.append((ep, info))
+                        continue
                     raise PluginError(
                         f"two distributions declare the prunefw entry point {ep.name!r}: "
                         f"{other.distribution} {other.version} ({other.entry_point}) and "
@@ -216,7 +236,7 @@ class PluginManager:
                         f"it with {DISABLED_PLUGINS_ENV}={ep.name}"
                     )
                 found[ep.name] = (ep, info)
-        return [found[name] for name in sorted(found)]
+        return [found[name] for name in sorted(found)] + clashes
 
     def load_entrypoints(self) -> None:
         """Load every plugin of the ``prunefw`` entry-point group, once.
@@ -235,7 +255,9 @@ class PluginManager:
                 continue
             try:
                 plugin = ep.load()
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # SystemExit from a plugin is its failure too
                 raise PluginLoadError(
                     f"could not import prunefw plugin {info.origin} ({ep.value}): "
                     f"{type(exc).__name__}: {exc}. Fix or uninstall it, or block it with "
@@ -258,7 +280,7 @@ class PluginManager:
         result = [
             self._info(name) for name, plugin in self._pm.list_name_plugin() if plugin is not None
         ]
-        for _, info in self._entry_points():
+        for _, info in self._entry_points(clash_is_error=self.autoload):
             if self._pm.has_plugin(info.name):
                 continue
             status: Status = "blocked" if self._pm.is_blocked(info.name) else "not loaded"

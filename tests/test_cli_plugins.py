@@ -92,3 +92,38 @@ def test_collect_in_process_with_a_hermetic_manager(capsys, monkeypatch):
     assert [p["name"] for p in data["plugins"]] == ["prunefw.builtin", "example"]
     assert main(["plugins", "--json"]) == 0
     assert "prunefw.builtin" in json.loads(capsys.readouterr().out)["plugins"][0]["name"]
+
+
+def run_with(scenario: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    path = GOOD.parent / scenario
+    environ = {**os.environ, "PYTHONPATH": os.pathsep.join([str(path), *sys.path]), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "prunefw", *args],
+        capture_output=True, text=True, env=environ, timeout=120,
+    )  # fmt: skip
+
+
+def test_plugin_calling_sys_exit_at_import_is_an_attributed_error():
+    result = run_with("exits", "plugins")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "entry point 'exits' of distribution prunefw-exiting-plugin 0.9.0" in lines[0]
+    assert "SystemExit" in lines[0]
+
+
+def test_listing_with_autoload_disabled_survives_an_entry_point_clash():
+    result = run_with("ep_clash", "plugins", "--json", PRUNEFW_DISABLE_PLUGIN_AUTOLOAD="1")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    clash = [p for p in data["plugins"] if p["name"] == "clash"]
+    assert {p["distribution"] for p in clash} == {"prunefw-clash-one", "prunefw-clash-two"}
+    assert {p["status"] for p in clash} == {"not loaded"}
+
+
+def test_disabling_the_builtin_plugin_names_the_variable_and_the_fix():
+    result = run_with("good", "plugins", PRUNEFW_DISABLED_PLUGINS="prunefw.builtin")
+    assert result.returncode == 1
+    message = result.stderr.strip()
+    assert message.startswith("prunefw: error: PRUNEFW_DISABLED_PLUGINS names 'prunefw.builtin'")
+    assert "remove it from PRUNEFW_DISABLED_PLUGINS" in message

@@ -763,3 +763,16 @@ def test_builtin_names():
         "random",
         "row-magnitude",
     ]
+
+
+def test_sys_exit_at_plugin_import_is_a_plugin_load_error(use_scenario):
+    use_scenario("exits")
+    with pytest.raises(PluginLoadError, match=r"'exits' of distribution prunefw-exiting") as info:
+        build()
+    assert isinstance(info.value.__cause__, SystemExit)
+    assert f"{DISABLED_PLUGINS_ENV}=exits" in str(info.value)
+
+
+def test_the_builtin_plugin_cannot_be_disabled():
+    with pytest.raises(PluginError, match=rf"{DISABLED_PLUGINS_ENV} names 'prunefw\.builtin'"):
+        PluginManager(environ={DISABLED_PLUGINS_ENV: "good, prunefw.builtin"})
