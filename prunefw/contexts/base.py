@@ -250,9 +250,10 @@ class PruningContext(abc.ABC):
                 share_mask(target.module, target.name, ((a.module, a.name) for a in target.aliases))
                 for module in target.modules:
                     install_deepcopy_support(module)
+            # Inside the transaction: it asks the criteria, which may raise.
+            self._warn_whole_tensors()
         if self.model is not None:
             install_guards(self.model)
-        self._warn_whole_tensors()
 
     def _warn_whole_tensors(self) -> None:
         """Warn when a threshold criterion pruned every entry of a tensor."""

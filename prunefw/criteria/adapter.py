@@ -105,7 +105,8 @@ class CriterionPruningMethod(prune.BasePruningMethod):
                 tensor of ``t``'s shape.
         """
         scores = t.detach().abs() if self.magnitude else t.detach()
-        mask = self.criterion.compute_mask(scores, default_mask)
+        # The criterion gets its own copy: what it does to it cannot reach the result.
+        mask = self.criterion.compute_mask(scores, default_mask.clone())
         _check_mask(mask, scores, self.criterion)
         result = mask.to(dtype=default_mask.dtype, copy=True)
         return result.mul_(default_mask)
