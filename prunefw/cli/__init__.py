@@ -7,6 +7,7 @@ One module per sub-command, each with an ``add_parser(commands)`` function:
 * ``prunefw demo`` (:mod:`prunefw.cli.demo`): the main job: train on the digits,
   prune with several criteria and sparsities, compare accuracies.
 * ``prunefw plugins`` (:mod:`prunefw.cli.plugins`): installed plugins and their criteria.
+* ``prunefw export`` (:mod:`prunefw.cli.export`): a pruned model as a compressed checkpoint.
 
 Every sub-command also takes ``--debug`` (tracebacks on errors) and ``--quiet``
 (no progress bars or status messages), before or after its name.
@@ -23,12 +24,12 @@ import sys
 from collections.abc import Sequence
 
 from prunefw._version import __version__
-from prunefw.cli import demo, plugins, prune, report
+from prunefw.cli import demo, export, plugins, prune, report
 from prunefw.errors import PrunefwError
 
 __all__ = ["SUBCOMMANDS", "build_parser", "error_line", "main"]
 
-SUBCOMMANDS = (prune, report, demo, plugins)
+SUBCOMMANDS = (prune, report, export, demo, plugins)
 
 
 def _common_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
