@@ -41,6 +41,7 @@ from prunefw.oneshot import prune_model
 from prunefw.permanence import make_permanent
 from prunefw.registry import available_criteria, criterion
 from prunefw.schedule import GradualPruner
+from prunefw.shrink import shrink
 from prunefw.sparsity import SparsityReport, TensorSparsity, sparsity_report
 
 __all__ = [
@@ -65,5 +66,6 @@ __all__ = [
     "load_pruned_state_dict",
     "make_permanent",
     "prune_model",
+    "shrink",
     "sparsity_report",
 ]
