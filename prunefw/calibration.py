@@ -12,9 +12,19 @@ module in eval mode (so BatchNorm statistics and dropout do not change; training
 flags are restored afterwards). The forward hooks are removed whatever happens.
 The model is not otherwise touched, so a failing calibration leaves it unchanged.
 
+What ``calibration_data`` may be (:func:`calibration_batches`): any iterable of
+batches (a list, a generator, a ``DataLoader``), or one tensor:
+
+* an **integer tensor of dimension 2** (token ids, ``(batch, sequence)``, what a
+  tokenizer returns as ``input_ids``) is **one batch**: the model sees it whole,
+  not row by row;
+* any other tensor (e.g. float inputs ``(N, features)``) is iterated along dim 0,
+  as any iterable: each row is one batch.
+
 How a batch is passed to the model (unless you give ``forward=``): a
-:class:`~collections.abc.Mapping` as keyword arguments, a tuple or list as positional
-arguments, anything else (a tensor) as the single argument.
+:class:`~collections.abc.Mapping` as keyword arguments (``{"input_ids": ...,
+"attention_mask": ...}``), a tuple or list as positional arguments, anything else
+(a tensor) as the single argument.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ from prunefw.criteria.base import PruningCriterion
 from prunefw.errors import InvalidArgumentError, add_note
 from prunefw.targets import PruningTarget
 
-__all__ = ["Forward", "call_model", "calibrate"]
+__all__ = ["Forward", "calibrate", "calibration_batches", "call_model"]
 
 #: Calls the model on one batch; the default is :func:`call_model`.
 Forward = Callable[[nn.Module, Any], Any]
@@ -52,6 +62,34 @@ def call_model(model: nn.Module, batch: Any) -> Any:
     if isinstance(batch, (tuple, list)):
         return model(*batch)
     return model(batch)
+
+
+def calibration_batches(data: Iterable[Any]) -> Iterable[Any]:
+    """Return ``data`` as an iterable of batches: a 2-D integer tensor becomes one batch.
+
+    A tensor of token ids ``(batch, sequence)`` is one batch for a language model;
+    iterating it would feed single rows (1-D token sequences) one at a time. Any
+    other ``data`` is returned as is (a float tensor still iterates along dim 0; an
+    empty tensor gives no batch).
+
+    Example:
+        >>> import torch
+        >>> tokens = torch.zeros(4, 16, dtype=torch.long)
+        >>> [tuple(batch.shape) for batch in calibration_batches(tokens)]
+        [(4, 16)]
+        >>> [tuple(batch.shape) for batch in calibration_batches(torch.zeros(2, 3))]
+        [(3,), (3,)]
+    """
+    if (
+        isinstance(data, torch.Tensor)
+        and data.dim() == 2
+        and data.shape[0] > 0
+        and not data.dtype.is_floating_point
+        and not data.dtype.is_complex
+        and data.dtype != torch.bool
+    ):
+        return [data]
+    return data
 
 
 @contextlib.contextmanager
@@ -88,6 +126,8 @@ def calibrate(
         model: The model to run the batches through.
         plan: Each criterion with the targets it will prune.
         batches: Calibration batches; may be ``None`` if no criterion needs them.
+            A 2-D integer tensor (token ids) is one batch; any other tensor is
+            iterated along dim 0 (see :func:`calibration_batches`).
         forward: How to call the model on a batch (default :func:`call_model`).
 
     Raises:
@@ -118,7 +158,7 @@ def calibrate(
                 hook = _observer(crit, target)
                 handles.append(target.module.register_forward_hook(hook))
         with torch.no_grad(), _eval_mode(model):
-            for batch in batches:
+            for batch in calibration_batches(batches):
                 forward(model, batch)
                 count += 1
     finally:

@@ -4,6 +4,13 @@ Reading (``--checkpoint``):
 
 * ``*.safetensors``: :func:`safetensors.torch.load_file` (needs the optional
   package ``safetensors``); the criterion history comes from the file's metadata.
+* a directory: a Hugging Face model directory, as ``save_pretrained`` or
+  ``prunefw prune --out DIR/`` write it: ``model.safetensors.index.json`` and its
+  shards, else ``model.safetensors``, else ``pytorch_model.bin.index.json`` and its
+  shards, else ``pytorch_model.bin`` (read like any PyTorch file, below). Tensors
+  that prunefw stored once for several keys (tied weights, see
+  :data:`ALIASES_KEY`) get all their keys back; the history is in
+  :data:`HISTORY_FILE`.
 * anything else: ``torch.load(path, map_location="cpu", weights_only=True)``,
   which refuses pickled Python objects. The file must hold a state_dict (a mapping
   of names to tensors), or a dict whose ``"state_dict"`` entry is one (the layout
@@ -14,16 +21,21 @@ Reading (``--checkpoint``):
 Writing (``--out``) is atomic: the file is written next to its destination, then
 renamed, so an interrupted run never leaves a truncated checkpoint. The format
 follows the suffix, like reading; the history goes into the state_dict's metadata
-(see :mod:`prunefw.history`), so the file stays a plain state_dict.
+(see :mod:`prunefw.history`), so the file stays a plain state_dict. A directory
+(:func:`write_directory`) is written into a temporary directory next to it, then
+renamed into place (or, if it exists, moved in file by file).
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import re
+import shutil
 import warnings
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,16 +44,50 @@ import torch
 
 from prunefw.errors import CheckpointError
 from prunefw.history import METADATA_KEY, PruningHistory
+from prunefw.reparametrization import split_reparametrized_key
 
 __all__ = [
+    "ALIASES_KEY",
+    "DEFAULT_MAX_SHARD_SIZE",
+    "HISTORY_FILE",
     "SAFETENSORS_SUFFIX",
     "Checkpoint",
+    "check_directory_output",
+    "directory_has_masks",
+    "is_directory_path",
     "read_calibration",
     "read_checkpoint",
+    "read_directory_history",
+    "shard_size",
     "write_checkpoint",
+    "write_directory",
+    "write_shards",
 ]
 
 SAFETENSORS_SUFFIX = ".safetensors"
+
+#: The criterion history of a model directory (JSON, :meth:`PruningHistory.to_json`).
+HISTORY_FILE = "prunefw_history.json"
+
+#: Safetensors metadata key of the tensors stored once for several state_dict keys:
+#: a JSON object ``{"lm_head.weight": "transformer.wte.weight", ...}`` (alias: stored key).
+ALIASES_KEY = "prunefw.aliases"
+
+#: ``--max-shard-size`` when not given (huggingface_hub's default).
+DEFAULT_MAX_SHARD_SIZE = 5_000_000_000
+
+_SAFE_INDEX = "model.safetensors.index.json"
+_SAFE_WEIGHTS = "model.safetensors"
+_BIN_INDEX = "pytorch_model.bin.index.json"
+_BIN_WEIGHTS = "pytorch_model.bin"
+#: Files of a previous save that a new one replaces (the rest of a directory is kept).
+_STALE = re.compile(
+    r"model(-\d{5}-of-\d{5})?\.safetensors|model\.safetensors\.index\.json|"
+    + re.escape(HISTORY_FILE)
+)
+_SIZE = re.compile(r"(\d+(?:\.\d*)?)\s*([KMGT]i?B|B)?", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+_UNITS.update({"KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40})
 _SAVE_STATE_DICT = "save model.state_dict() instead: torch.save(model.state_dict(), path)"
 
 
@@ -69,7 +115,7 @@ def _safetensors(path: Path, action: str) -> Any:
     return safetensors
 
 
-def _torch_load(path: Path) -> Any:
+def _torch_load(path: Path, fix: str = _SAVE_STATE_DICT) -> Any:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's pickle-protocol notes, not ours to show
@@ -86,7 +132,7 @@ def _torch_load(path: Path) -> Any:
             raise CheckpointError(
                 f"{path} is not a state_dict: it holds pickled Python objects ({found.group(1)}),"
                 " and prunefw never unpickles objects (it loads with torch.load(..., "
-                f"weights_only=True)); {_SAVE_STATE_DICT}"
+                f"weights_only=True)); {fix}"
             ) from None
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         reason = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
@@ -132,24 +178,49 @@ def _state_dict(obj: object, path: Path) -> Mapping[str, Any]:
     return obj
 
 
+def _read_safetensors(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """Read one safetensors file: its tensors and its metadata."""
+    safetensors = _safetensors(path, "reading")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        tensors = safetensors.torch.load_file(str(path), device="cpu")
+        with safetensors.safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except Exception as exc:
+        raise CheckpointError(f"{path} cannot be read as a safetensors file: {exc}") from None
+    return tensors, metadata
+
+
+def _aliases(path: Path, metadata: Mapping[str, str]) -> dict[str, str]:
+    text = metadata.get(ALIASES_KEY)
+    if text is None:
+        return {}
+    try:
+        aliases = json.loads(text)
+    except json.JSONDecodeError:
+        aliases = None
+    if not isinstance(aliases, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()
+    ):
+        raise CheckpointError(
+            f"{path}: the metadata entry {ALIASES_KEY!r} is not a JSON object of key names"
+        )
+    return aliases
+
+
 def read_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a state_dict file (``.pt``-style or ``.safetensors``) and its history.
+    """Read a state_dict file (``.pt``-style or ``.safetensors``) or model directory.
 
     Raises:
         CheckpointError: Missing or unreadable file, pickled objects, or content
             that is not a state_dict; the message says what to do instead.
     """
     path = Path(path)
+    if path.is_dir():
+        return _read_directory(path)
     if path.suffix == SAFETENSORS_SUFFIX:
-        safetensors = _safetensors(path, "reading")
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such file")
-        try:
-            tensors = safetensors.torch.load_file(str(path), device="cpu")
-            with safetensors.safe_open(str(path), framework="pt") as handle:
-                metadata = handle.metadata() or {}
-        except Exception as exc:
-            raise CheckpointError(f"{path} cannot be read as a safetensors file: {exc}") from None
+        tensors, metadata = _read_safetensors(path)
         text = metadata.get(METADATA_KEY)
         history = PruningHistory() if text is None else PruningHistory.from_json(text)
         return Checkpoint(OrderedDict(tensors), history)
@@ -157,6 +228,125 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     state_dict = _state_dict(obj, path)
     history = PruningHistory.from_state_dict(state_dict)
     return Checkpoint(state_dict, history)
+
+
+def _index(directory: Path, name: str) -> dict[str, str]:
+    """Read a Hugging Face ``*.index.json``: its ``weight_map`` (tensor name: shard file)."""
+    index = directory / name
+    try:
+        data = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{index} cannot be read as JSON: {exc}") from None
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
+    ):
+        raise CheckpointError(
+            f'{index} has no "weight_map" of tensor names to shard files, so it is not a '
+            "Hugging Face checkpoint index"
+        )
+    for shard in set(weight_map.values()):
+        if Path(shard).name != shard or shard.startswith("."):
+            raise CheckpointError(
+                f"{index} names the shard {shard!r}, which is not a file of {directory} "
+                "(prunefw reads shards next to their index only)"
+            )
+        if not (directory / shard).is_file():
+            raise CheckpointError(f"{index} names the shard {shard!r}, which {directory} lacks")
+    return weight_map
+
+
+def _weight_files(directory: Path) -> list[Path]:
+    """The weight files of a model directory, in the order transformers prefers them."""
+    if (directory / _SAFE_INDEX).is_file():
+        shards = sorted(set(_index(directory, _SAFE_INDEX).values()))
+        return [directory / shard for shard in shards]
+    if (directory / _SAFE_WEIGHTS).is_file():
+        return [directory / _SAFE_WEIGHTS]
+    if (directory / _BIN_INDEX).is_file():
+        shards = sorted(set(_index(directory, _BIN_INDEX).values()))
+        return [directory / shard for shard in shards]
+    if (directory / _BIN_WEIGHTS).is_file():
+        return [directory / _BIN_WEIGHTS]
+    raise CheckpointError(
+        f"{directory} is a directory without model weights: prunefw reads {_SAFE_WEIGHTS}, "
+        f"{_SAFE_INDEX} with its shards, or {_BIN_WEIGHTS} (as save_pretrained or prunefw "
+        "prune --out DIR/ write them)"
+    )
+
+
+def _read_directory(directory: Path) -> Checkpoint:
+    state_dict: OrderedDict[str, Any] = OrderedDict()
+    aliases: dict[str, str] = {}
+    history_text = None
+    for file in _weight_files(directory):
+        if file.suffix == SAFETENSORS_SUFFIX:
+            tensors, metadata = _read_safetensors(file)
+            aliases.update(_aliases(file, metadata))
+            history_text = history_text or metadata.get(METADATA_KEY)
+        else:
+            tensors = dict(_state_dict(_torch_load(file), file))
+        for key, value in tensors.items():
+            if key in state_dict:
+                raise CheckpointError(f"{directory}: the tensor {key!r} is in two shards")
+            state_dict[key] = value
+    for alias, stored in aliases.items():
+        if stored not in state_dict:
+            raise CheckpointError(
+                f"{directory}: {alias!r} is stored as {stored!r}, which no shard holds"
+            )
+        state_dict.setdefault(alias, state_dict[stored])
+    history = read_directory_history(directory)
+    if not history and history_text is not None:  # e.g. a prunefw .safetensors file moved in
+        history = PruningHistory.from_json(history_text)
+    return Checkpoint(state_dict, history)
+
+
+def read_directory_history(directory: str | Path) -> PruningHistory:
+    """Read the criterion history of a model directory (empty if it has none).
+
+    Raises:
+        CheckpointError: :data:`HISTORY_FILE` is there but is not a history.
+    """
+    file = Path(directory) / HISTORY_FILE
+    if not file.is_file():
+        return PruningHistory()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{file}: cannot read: {exc}") from None
+    return PruningHistory.from_json(text)
+
+
+def _keys(file: Path) -> set[str]:
+    """The state_dict keys of one weight file, without reading its tensors if it can."""
+    if file.suffix != SAFETENSORS_SUFFIX:
+        return set(_state_dict(_torch_load(file), file))
+    safetensors = _safetensors(file, "reading")
+    try:
+        with safetensors.safe_open(str(file), framework="pt") as handle:
+            keys = set(handle.keys())
+            metadata = handle.metadata() or {}
+    except Exception as exc:
+        raise CheckpointError(f"{file} cannot be read as a safetensors file: {exc}") from None
+    return keys | set(_aliases(file, metadata))
+
+
+def directory_has_masks(directory: str | Path) -> bool:
+    """Whether a model directory holds pruning masks (``weight_orig``/``weight_mask`` pairs).
+
+    Such a directory is what ``prunefw prune --out DIR/`` writes without
+    ``--permanent``: transformers' ``from_pretrained`` would re-initialise its
+    pruned tensors, so prunefw builds the model from the config and loads the
+    weights with :func:`prunefw.load_pruned_state_dict`.
+
+    Raises:
+        CheckpointError: The directory has no weights, or they cannot be read.
+    """
+    keys: set[str] = set()
+    for file in _weight_files(Path(directory)):
+        keys |= _keys(file)
+    return any(split_reparametrized_key(key, keys) is not None for key in keys)
 
 
 def _atomic(path: Path, write: Any) -> None:
@@ -210,14 +400,233 @@ def write_checkpoint(
     _atomic(path, lambda tmp: torch.save(data, tmp))
 
 
-def read_calibration(path: str | Path, batch_size: int) -> list[torch.Tensor]:
-    """Read calibration inputs: one tensor (split into batches along dim 0) or a list of batches.
+def is_directory_path(text: str | Path) -> bool:
+    """Whether ``--out`` names a model directory: it ends with ``/`` or is an existing directory.
 
-    A ``.safetensors`` file must hold exactly one tensor; a torch file may hold a
-    tensor or a list/tuple of tensors (each one batch, used as is).
+    Example:
+        >>> is_directory_path("pruned/"), is_directory_path("pruned.pt")
+        (True, False)
+    """
+    text = str(text)
+    return text.endswith(("/", os.sep)) or Path(text).is_dir()
+
+
+def shard_size(text: str) -> int:
+    """Parse ``--max-shard-size``: bytes, or a number with KB, MB, GB, TB (or KiB ... TiB).
+
+    An argparse ``type=`` (exit 2 otherwise).
+
+    Example:
+        >>> shard_size("5GB"), shard_size("500 kb"), shard_size("2MiB"), shard_size("1000")
+        (5000000000, 500000, 2097152, 1000)
+    """
+    match = _SIZE.fullmatch(text.strip())
+    size = int(float(match.group(1)) * _UNITS[(match.group(2) or "").upper()]) if match else 0
+    if size <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a size like 5GB, 500MB or a number of bytes, got {text!r}"
+        )
+    return size
+
+
+def _hub(path: Path) -> Any:
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise CheckpointError(
+            f"{path}: writing a model directory needs the optional packages of prunefw's "
+            "transformers extra: pip install 'prunefw[transformers]'"
+        ) from None
+    return huggingface_hub
+
+
+def _store_once(path: Path, state_dict: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Return the tensors to write, each storage once, and the aliases of the others.
+
+    safetensors refuses tensors that share memory ("Some tensors share memory"), e.g.
+    GPT-2's ``lm_head.weight``, which *is* ``transformer.wte.weight``. The same view
+    of the same memory is written once and the other keys become aliases; another
+    view of memory already written (a slice of it) is written as a copy.
+    """
+    tensors: dict[str, Any] = {}
+    aliases: dict[str, str] = {}
+    views: dict[tuple[Any, ...], str] = {}
+    storages: set[tuple[str, int]] = set()
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(
+                f"{path}: a model directory stores tensors only (safetensors), and {key!r} is a "
+                f"{type(value).__name__}; write a .pt file instead"
+            )
+        tensor = value.detach()
+        pointer = tensor.untyped_storage().data_ptr() if tensor.numel() else 0
+        if pointer:
+            view = (
+                str(tensor.device),
+                pointer,
+                tensor.storage_offset(),
+                tuple(tensor.shape),
+                tensor.stride(),
+                tensor.dtype,
+            )
+            if view in views:
+                aliases[key] = views[view]
+                continue
+            views[view] = key
+            storage = (str(tensor.device), pointer)
+            if storage in storages:
+                tensor = tensor.clone()
+            storages.add(storage)
+        tensors[key] = tensor.contiguous()
+    return tensors, aliases
+
+
+def write_shards(
+    directory: str | Path, state_dict: Mapping[str, Any], max_shard_size: int
+) -> list[str]:
+    """Write ``state_dict`` into ``directory`` as Hugging Face sharded safetensors.
+
+    ``model.safetensors``, or ``model-00001-of-0000N.safetensors`` shards and
+    ``model.safetensors.index.json`` when it is larger than ``max_shard_size``
+    bytes (split by :func:`huggingface_hub.split_torch_state_dict_into_shards`).
+    Tensors that share memory are written once (see :data:`ALIASES_KEY`), so
+    :func:`read_checkpoint` gives back every key. Not atomic by itself: use it
+    inside :func:`write_directory`.
+
+    Returns:
+        The names of the files written.
 
     Raises:
-        CheckpointError: The file does not hold tensors of that form.
+        CheckpointError: safetensors or huggingface_hub is missing, or a value is
+            not a tensor.
+    """
+    directory = Path(directory)
+    hub = _hub(directory)
+    safetensors = _safetensors(directory / _SAFE_WEIGHTS, "writing")
+    tensors, aliases = _store_once(directory, state_dict)
+    split = hub.split_torch_state_dict_into_shards(
+        tensors, filename_pattern="model{suffix}.safetensors", max_shard_size=max_shard_size
+    )
+    metadata = {"format": "pt"}
+    if aliases:
+        metadata[ALIASES_KEY] = json.dumps(aliases, sort_keys=True)
+    written = []
+    for filename, names in split.filename_to_tensors.items():
+        shard = {name: tensors[name] for name in names}
+        safetensors.torch.save_file(shard, str(directory / filename), metadata=metadata)
+        written.append(filename)
+    if split.is_sharded:
+        index = {"metadata": dict(split.metadata), "weight_map": split.tensor_to_filename}
+        text = json.dumps(index, indent=2, sort_keys=True) + "\n"
+        (directory / _SAFE_INDEX).write_text(text, encoding="utf-8")
+        written.append(_SAFE_INDEX)
+    return written
+
+
+def check_directory_output(path: str | Path) -> None:
+    """Check that a model directory can be written at ``path`` (before any work is done).
+
+    Raises:
+        CheckpointError: ``path`` exists and is not a directory, or safetensors or
+            huggingface_hub is missing.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CheckpointError(
+            f"{path} exists and is not a directory; --out ending with / writes a model "
+            "directory (remove the /, or choose another name)"
+        )
+    _hub(path)
+    _safetensors(path, "writing")
+
+
+def write_directory(
+    path: str | Path, history: PruningHistory, fill: Callable[[Path], object]
+) -> None:
+    """Write a model directory: ``fill(tmp)`` writes its files, then they go into ``path``.
+
+    ``fill`` writes into a new temporary directory next to ``path``; the history
+    goes into :data:`HISTORY_FILE` beside them. If ``path`` does not exist, the
+    temporary directory is renamed to it (atomic: the directory appears complete
+    or not at all). If it exists, each file is moved in (each replaced
+    atomically, the shards before their index), then the weight files and the
+    history of a previous save that the new one does not have are removed; other
+    files (e.g. a tokenizer) are kept.
+
+    Raises:
+        CheckpointError: As :func:`check_directory_output`.
+    """
+    path = Path(path)
+    check_directory_output(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        fill(tmp)
+        if history:
+            (tmp / HISTORY_FILE).write_text(history.to_json(), encoding="utf-8")
+        if not path.exists():
+            os.replace(tmp, path)
+            return
+        names = sorted(os.listdir(tmp), key=lambda name: (name.endswith(".json"), name))
+        for name in names:
+            os.replace(tmp / name, path / name)
+        for name in os.listdir(path):
+            if name not in names and _STALE.fullmatch(name) and (path / name).is_file():
+                (path / name).unlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+_CALIBRATION_FORMS = (
+    "calibration data must be a tensor of inputs (batch dimension first) or a list of input "
+    "batches saved with torch.save; a batch is a tensor, a tuple or list of tensors "
+    "(positional arguments) or a dict of keyword arguments such as "
+    '{"input_ids": ..., "attention_mask": ...}'
+)
+
+
+def _calibration_batch(path: Path, index: int, batch: object) -> object:
+    """Check one batch of a calibration list: tensors, tuples of them, or dicts of them."""
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, (list, tuple)) and all(isinstance(t, torch.Tensor) for t in batch):
+        return tuple(batch)
+    if isinstance(batch, Mapping) and batch and all(isinstance(k, str) for k in batch):
+        plain = (bool, int, float, str, type(None))
+        wrong = [k for k, v in batch.items() if not isinstance(v, (torch.Tensor, *plain))]
+        if not wrong:
+            return dict(batch)
+        return _bad_calibration(
+            path,
+            f"batch #{index} has the key {wrong[0]!r} whose value is a "
+            f"{type(batch[wrong[0]]).__name__}, not a tensor",
+        )
+    return _bad_calibration(path, f"batch #{index} is a {type(batch).__name__}")
+
+
+def _bad_calibration(path: Path, found: str) -> Any:
+    raise CheckpointError(f"{path}: {_CALIBRATION_FORMS}; {found}")
+
+
+def read_calibration(path: str | Path, batch_size: int) -> list[Any]:
+    """Read calibration inputs: one tensor (split into batches along dim 0) or a list of batches.
+
+    * A tensor, batch dimension first, is split into batches of ``batch_size``
+      along dim 0; each batch keeps every dimension, so a ``(N, T)`` tensor of
+      token ids gives ``(batch_size, T)`` batches (one batch if ``N <=
+      batch_size``), never single rows.
+    * A list or tuple is a list of batches, each used as is: a tensor (the
+      model's one argument), a tuple or list of tensors (positional arguments),
+      or a dict of keyword arguments (``{"input_ids": LongTensor(B, T), ...}``,
+      values tensors or plain numbers, strings, booleans, ``None``).
+    * A ``.safetensors`` file must hold exactly one tensor (the first form).
+
+    Raises:
+        CheckpointError: The file does not hold tensors of these forms, or holds
+            pickled objects (e.g. a tokenizer's ``BatchEncoding``: save
+            ``[dict(encoding)]`` instead).
     """
     path = Path(path)
     if path.suffix == SAFETENSORS_SUFFIX:
@@ -229,14 +638,21 @@ def read_calibration(path: str | Path, batch_size: int) -> list[torch.Tensor]:
             )
         obj: object = next(iter(tensors.values()))
     else:
-        obj = _torch_load(path)
+        obj = _torch_load(
+            path,
+            fix="save tensors, lists of them or dicts of them, e.g. "
+            "torch.save([dict(tokenizer(texts, return_tensors='pt'))], path)",
+        )
     if isinstance(obj, torch.Tensor):
         if obj.dim() == 0 or len(obj) == 0:
             raise CheckpointError(f"{path}: the calibration tensor holds no samples")
         return list(obj.split(batch_size))
-    if isinstance(obj, (list, tuple)) and obj and all(isinstance(t, torch.Tensor) for t in obj):
-        return list(obj)
-    raise CheckpointError(
-        f"{path}: calibration data must be a tensor of inputs (batch dimension first) or a "
-        f"list of input batches saved with torch.save, got {type(obj).__name__}"
-    )
+    if isinstance(obj, (list, tuple)) and obj:
+        return [_calibration_batch(path, index, batch) for index, batch in enumerate(obj, 1)]
+    if isinstance(obj, Mapping):
+        return _bad_calibration(
+            path,
+            "got a dict: if it is one batch of keyword arguments, save it in a list, "
+            "torch.save([batch], path)",
+        )
+    return _bad_calibration(path, f"got {type(obj).__name__}")

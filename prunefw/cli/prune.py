@@ -2,10 +2,11 @@
 
 1. The recipe is read and validated (:func:`prunefw.recipes.load_recipe`) before
    anything else, so a bad recipe fails fast.
-2. The model is built from ``--model`` (``package.module:factory``) and, with
+2. The model is built from ``--model`` (``package.module:factory``, a Hugging
+   Face model directory or a transformers config file) and, with
    ``--checkpoint``, loaded from a state_dict file (``torch.load(...,
-   weights_only=True)`` or safetensors; pruned checkpoints keep their masks and
-   the new pruning stacks on top).
+   weights_only=True)`` or safetensors) or a model directory; pruned checkpoints
+   keep their masks and the new pruning stacks on top.
 3. The recipe is applied, all-or-nothing (:func:`prunefw.recipes.apply_recipe`),
    with progress bars on a terminal. ``--calibration FILE`` provides inputs for
    criteria that need activations.
@@ -13,6 +14,12 @@
    (``weight_orig``/``weight_mask``; load it with
    :func:`prunefw.load_pruned_state_dict`), or with ``--permanent`` as a plain
    state_dict (``model.load_state_dict``). The criterion history goes with it.
+   An ``--out`` that ends with ``/`` (or is an existing directory) is a Hugging
+   Face model directory: with ``--permanent``, a transformers model is written
+   by ``save_pretrained`` (loads with ``from_pretrained``); otherwise the
+   state_dict goes into sharded safetensors (plus ``config.json`` for a
+   transformers model), which ``--model DIR/`` and ``--checkpoint DIR/`` read back
+   with the masks.
 """
 
 from __future__ import annotations
@@ -21,10 +28,27 @@ import argparse
 import json
 from pathlib import Path
 
-from prunefw.cli._files import read_calibration, write_checkpoint
-from prunefw.cli._model import add_model_argument
+from torch import nn
+
+from prunefw.cli._files import (
+    DEFAULT_MAX_SHARD_SIZE,
+    check_directory_output,
+    is_directory_path,
+    read_calibration,
+    shard_size,
+    write_checkpoint,
+    write_directory,
+    write_shards,
+)
+from prunefw.cli._model import (
+    add_model_argument,
+    is_pretrained_model,
+    save_config_files,
+    save_pretrained_files,
+)
 from prunefw.cli._progress import ProgressBars, progress_enabled
 from prunefw.cli.report import load_model, print_report, report_data
+from prunefw.errors import InvalidArgumentError
 from prunefw.history import PruningHistory
 from prunefw.permanence import make_permanent
 from prunefw.recipes import apply_recipe, load_recipe
@@ -48,9 +72,53 @@ def positive_int(text: str) -> int:
     return value
 
 
+def _write(
+    out: str,
+    model: nn.Module,
+    history: PruningHistory,
+    *,
+    permanent: bool,
+    directory: bool,
+    max_shard_size: int,
+) -> str:
+    """Write the result to ``out`` (a file, or a model ``directory``); return how to load it."""
+    if not directory:
+        write_checkpoint(Path(out), model.state_dict(), history)
+        if permanent:
+            return "permanent: a plain state_dict, load it with model.load_state_dict"
+        return "with pruning masks: load it with prunefw.load_pruned_state_dict"
+    pretrained = is_pretrained_model(model)
+    if permanent and pretrained:
+        write_directory(out, history, lambda tmp: save_pretrained_files(model, tmp, max_shard_size))
+        return f"permanent: a model directory, load it with {type(model).__name__}.from_pretrained"
+
+    def fill(tmp: Path) -> None:
+        write_shards(tmp, model.state_dict(), max_shard_size)
+        if pretrained:
+            save_config_files(model, tmp)
+
+    write_directory(out, history, fill)
+    if permanent:
+        return "permanent: a model directory of a plain state_dict, read it with --checkpoint"
+    if pretrained:
+        return (
+            "a model directory with pruning masks: read it with --model or --checkpoint "
+            f"{out}, or load its state_dict with prunefw.load_pruned_state_dict"
+        )
+    return "a model directory with pruning masks: read it with --checkpoint"
+
+
 def run(args: argparse.Namespace) -> int:
     """Prune and save; return the exit code."""
     recipe = load_recipe(args.recipe)
+    directory = is_directory_path(args.out)
+    if directory:
+        check_directory_output(args.out)
+    elif args.max_shard_size is not None:
+        raise InvalidArgumentError(
+            f"--max-shard-size applies to a model directory, and --out {args.out} is a file; "
+            "end --out with / to write a directory"
+        )
     model, history = load_model(args.model, args.checkpoint)
     batches = None
     if args.calibration is not None:
@@ -61,7 +129,15 @@ def run(args: argparse.Namespace) -> int:
     history = history + applied
     if args.permanent:
         make_permanent(model)
-    write_checkpoint(args.out, model.state_dict(), history)
+    max_shard_size = args.max_shard_size or DEFAULT_MAX_SHARD_SIZE
+    how = _write(
+        args.out,
+        model,
+        history,
+        permanent=args.permanent,
+        directory=directory,
+        max_shard_size=max_shard_size,
+    )
 
     if args.json:
         data = report_data(model, history)
@@ -76,10 +152,6 @@ def run(args: argparse.Namespace) -> int:
         f"{total['zeros']} of their {total['numel']} entries are zero ({total['sparsity']:.2%})"
     )
     print_report(data, as_json=False)
-    if args.permanent:
-        how = "permanent: a plain state_dict, load it with model.load_state_dict"
-    else:
-        how = "with pruning masks: load it with prunefw.load_pruned_state_dict"
     print(f"wrote {args.out} ({how})")
     return 0
 
@@ -100,7 +172,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--checkpoint",
         type=Path,
         metavar="IN",
-        help="state_dict file to load first (.pt or .safetensors; pruned or not)",
+        help="state_dict file (.pt or .safetensors) or Hugging Face model directory to load "
+        "first (pruned or not)",
     )
     parser.add_argument(
         "--recipe", required=True, type=Path, help="TOML recipe (see docs/recipes.md)"
@@ -108,8 +181,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out",
         required=True,
-        type=Path,
-        help="where to write the result (.safetensors for safetensors, else torch.save)",
+        help="where to write the result: a file (.safetensors for safetensors, else "
+        "torch.save), or a Hugging Face model directory if it ends with / or is an existing "
+        "directory",
+    )
+    parser.add_argument(
+        "--max-shard-size",
+        type=shard_size,
+        metavar="SIZE",
+        help="largest safetensors shard of a directory --out, e.g. 500MB (default 5GB)",
     )
     parser.add_argument(
         "--permanent",
@@ -121,7 +201,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         type=Path,
         metavar="FILE",
         help="inputs for criteria that need activations: a tensor (batch dimension first) "
-        "or a list of batches, saved with torch.save, or a one-tensor .safetensors file",
+        "or a list of batches (tensors, tuples, or dicts of keyword arguments such as "
+        "input_ids), saved with torch.save, or a one-tensor .safetensors file",
     )
     parser.add_argument(
         "--batch-size",

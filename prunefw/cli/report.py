@@ -1,6 +1,7 @@
 """``prunefw report``: per-tensor sparsity and criterion history of a model or checkpoint.
 
-Builds the model from ``--model``, loads ``--checkpoint`` if given (pruned
+Builds the model from ``--model`` (a factory, a Hugging Face model directory or
+config file), loads ``--checkpoint`` if given (a file or a model directory; pruned
 checkpoints with masks and plain ones alike, through
 :func:`prunefw.load_pruned_state_dict`), and prints one row per parameter:
 module, tensor, shape, parameters, zeros, sparsity and the criteria that pruned
@@ -15,15 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+import torch
 from torch import nn
 
 from prunefw._table import format_table
 from prunefw.checkpoint import load_pruned_state_dict
-from prunefw.cli._files import read_checkpoint
-from prunefw.cli._model import add_model_argument, build_model
+from prunefw.cli._files import directory_has_masks, read_checkpoint, read_directory_history
+from prunefw.cli._model import add_model_argument, build_model, check_hf_model, hf_model_path
 from prunefw.errors import CheckpointError
 from prunefw.history import HistoryEntry, PruningHistory
 from prunefw.sparsity import sparsity_report
@@ -46,19 +50,61 @@ COLUMNS = ("module", "tensor", "shape", "parameters", "zeros", "sparsity", "crit
 def load_model(spec: str, checkpoint: Path | None) -> tuple[nn.Module, PruningHistory]:
     """Build the model ``spec`` names and load ``checkpoint`` into it, with its history.
 
+    A Hugging Face model directory is loaded with its weights and history, except
+    when ``checkpoint`` is given (its config builds the model, the checkpoint's
+    weights go in) or when it holds pruning masks (the model is built from its
+    config and the masked weights are loaded with
+    :func:`prunefw.load_pruned_state_dict`). Tied weights that a checkpoint
+    stores once (as ``save_pretrained`` does) are filled in from their twin.
+
     Raises:
         InvalidArgumentError: The model cannot be built.
         CheckpointError: The checkpoint cannot be read or does not fit the model.
     """
-    model = build_model(spec)
+    source = hf_model_path(spec)
+    masked = False
+    if source is not None and source.is_dir() and checkpoint is None:
+        check_hf_model(source)  # a bad config is reported before anything about weights
+        masked = directory_has_masks(source)
+    model = build_model(spec, weights=checkpoint is None and not masked)
+    if masked:
+        checkpoint = source
     if checkpoint is None:
+        if source is not None and source.is_dir():
+            return model, read_directory_history(source)
         return model, PruningHistory()
     saved = read_checkpoint(checkpoint)
     try:
-        load_pruned_state_dict(model, saved.state_dict)
+        load_pruned_state_dict(model, _with_tied_weights(model, saved.state_dict))
     except CheckpointError as exc:
         raise CheckpointError(f"{checkpoint} does not fit {spec}: {exc}") from exc
     return model, saved.history
+
+
+def _with_tied_weights(model: nn.Module, state_dict: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Fill in the keys of tied weights that ``state_dict`` stores under one name only.
+
+    ``save_pretrained`` writes GPT-2's ``transformer.wte.weight`` but not
+    ``lm_head.weight``, the same Parameter; a strict load would call it missing.
+    """
+    expected = model.state_dict(keep_vars=True)
+    missing = [key for key in expected if key not in state_dict]
+    if not missing:
+        return state_dict
+    by_pointer: dict[tuple[int, tuple[int, ...]], str] = {}
+    for key, value in expected.items():
+        if key in state_dict and isinstance(value, torch.Tensor) and value.numel():
+            by_pointer.setdefault((value.data_ptr(), tuple(value.shape)), key)
+    filled = OrderedDict(state_dict)
+    metadata = getattr(state_dict, "_metadata", None)
+    if metadata is not None:
+        filled._metadata = metadata  # type: ignore[attr-defined]
+    for key in missing:
+        value = expected[key]
+        twin = by_pointer.get((value.data_ptr(), tuple(value.shape))) if value.numel() else None
+        if twin is not None:
+            filled[key] = state_dict[twin]
+    return filled
 
 
 def report_data(
@@ -212,7 +258,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--checkpoint",
         type=Path,
         metavar="FILE",
-        help="state_dict file (.pt or .safetensors), pruned or not",
+        help="state_dict file (.pt or .safetensors) or Hugging Face model directory, pruned or not",
     )
     parser.add_argument(
         "--pruned-only", action="store_true", help="only tensors that carry pruning masks"
