@@ -329,3 +329,25 @@ def test_prune_model_in_one_call(name):
     masked = logits(layered, ids)
     make_permanent(layered)
     assert torch.equal(logits(layered, ids), masked)
+
+
+def test_progress_reports_calibration_batches_then_steps():
+    model = hf_models.llama()
+    batches = [tokens(seed=i) for i in range(3)]
+    events = []
+    ctx = prune_model(model, "wanda", 0.5, calibration_data=batches, progress=events.append)
+    steps = len(ctx.steps)
+    assert steps == 14  # 7 linear layers in each of 2 blocks, each on its own
+    assert [(e.stage, e.done, e.total) for e in events] == [
+        *(("calibrate", i, 3) for i in (1, 2, 3)),
+        *(("prune", i, steps) for i in range(1, steps + 1)),
+    ]
+
+
+def test_a_token_id_tensor_is_one_calibration_batch():
+    model = hf_models.llama()
+    events = []
+    prune_model(model, "wanda", 0.5, calibration_data=tokens(batch=4), progress=events.append)
+    assert [(e.stage, e.done, e.total) for e in events if e.stage == "calibrate"] == [
+        ("calibrate", 1, 1)
+    ]

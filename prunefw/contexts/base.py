@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from prunefw._rollback import rollback_on_error
-from prunefw.calibration import Forward, calibrate
+from prunefw.calibration import Forward, calibrate, calibration_batches
 from prunefw.criteria.adapter import mask_problem
 from prunefw.criteria.base import PruningCriterion
 from prunefw.errors import (
@@ -90,6 +90,14 @@ def as_criteria(value: object, where: str) -> tuple[PruningCriterion, ...]:
     if not items:
         raise InvalidArgumentError(f"no criteria given for {where}: pass at least one")
     return tuple(items)
+
+
+def _reporting(batches: Iterable[Any], progress: ProgressCallback) -> Iterator[Any]:
+    """Yield ``batches``, reporting a ``"calibrate"`` event after each one has run."""
+    total = len(batches) if isinstance(batches, Sized) else None
+    for done, batch in enumerate(batches, 1):
+        yield batch  # the model runs on it before the next one is asked for
+        progress(ProgressEvent("calibrate", done, total, f"batch {done}"))
 
 
 def check_stored_mask(target: PruningTarget) -> None:
@@ -234,7 +242,10 @@ class PruningContext(abc.ABC):
                 # tensor's attribute is stale until the forward pre-hook recomputes it.
                 refresh_pruned_tensor(target.module, target.name)
                 check_finite(target, getattr(target.module, target.name).detach())
-            calibrate(self.model, self._calibration_plan(), calibration_data, forward)
+            batches = calibration_data
+            if progress is not None and batches is not None and self.requires_calibration:
+                batches = _reporting(calibration_batches(batches), progress)
+            calibrate(self.model, self._calibration_plan(), batches, forward)
             steps = len(self.steps)
             done = 0
 
