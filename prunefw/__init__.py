@@ -34,6 +34,7 @@ from prunefw.criteria import (
     PruningCriterion,
     RandomCriterion,
     RankSelection,
+    RowMagnitudeCriterion,
 )
 from prunefw.errors import PrunefwError
 from prunefw.hookspecs import hookimpl
@@ -57,6 +58,7 @@ __all__ = [
     "PruningStep",
     "RandomCriterion",
     "RankSelection",
+    "RowMagnitudeCriterion",
     "SparsityReport",
     "TensorSparsity",
     "__version__",

@@ -11,7 +11,14 @@ from collections.abc import Callable, Iterator
 
 import torch
 
-__all__ = ["at_least", "float_keys", "largest_k", "select_kth", "smallest_k"]
+__all__ = [
+    "at_least",
+    "float_keys",
+    "largest_k",
+    "select_kth",
+    "smallest_k",
+    "smallest_k_per_row",
+]
 
 _DIGIT_BITS = 16
 _BUCKETS = 1 << _DIGIT_BITS
@@ -110,6 +117,75 @@ def smallest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
         tied = (flat == boundary).nonzero().squeeze(1)[:missing]
         selected[tied] = True
     return selected.view(scores.shape)
+
+
+def smallest_k_per_row(
+    scores: torch.Tensor, k: int, alive: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mark ``k`` entries to prune in every row of a 2-D tensor, already-pruned ones first.
+
+    The selection of the per-row criteria (``row-magnitude``, Wanda) and, with rows
+    of ``m`` entries (``scores.reshape(-1, m)``), of N:M criteria. Every row is
+    ranked ascending by (alive, score, column index): entries already pruned
+    (``alive`` 0/False) come first, then the surviving entries by score, and among
+    equal scores the lower column index first. The first ``k`` of that ranking are
+    marked, and every already-pruned entry is marked too, so a row ends with
+    ``max(k, already pruned)`` marked entries and no already-pruned entry is ever
+    left unmarked.
+
+    Args:
+        scores: A 2-D tensor of real scores without NaN, one row per comparison
+            group.
+        k: How many entries each row should have marked, ``0 <= k <= scores.shape[1]``.
+        alive: The current mask, same shape (nonzero/True = not pruned yet);
+            ``None``: nothing is pruned yet.
+
+    Returns:
+        A bool tensor of ``scores``' shape, ``True`` where an entry is to be pruned;
+        ``~result`` is the keep-mask.
+
+    Raises:
+        ValueError: ``scores`` is not 2-D, ``alive`` has another shape, or ``k`` is
+            out of range.
+
+    Example:
+        >>> scores = torch.tensor([[0.3, 0.1, 0.2, 0.1], [4.0, 3.0, 2.0, 1.0]])
+        >>> smallest_k_per_row(scores, 2)
+        tensor([[False,  True, False,  True],
+                [False, False,  True,  True]])
+
+        An already-pruned entry counts towards its row's ``k``, whatever its score:
+
+        >>> alive = torch.tensor([[1.0, 1, 1, 1], [0, 1, 1, 1]])
+        >>> smallest_k_per_row(scores, 2, alive)
+        tensor([[False,  True, False,  True],
+                [ True, False, False,  True]])
+    """
+    if scores.dim() != 2:
+        raise ValueError(f"scores must be 2-D (one row per group), got shape {tuple(scores.shape)}")
+    length = scores.shape[1]
+    if not 0 <= k <= length:
+        raise ValueError(f"k={k} must be in [0, {length}] (the row length)")
+    if alive is not None and alive.shape != scores.shape:
+        raise ValueError(
+            f"alive has shape {tuple(alive.shape)}, scores have shape {tuple(scores.shape)}"
+        )
+    survives = None if alive is None else alive != 0
+    marked = (
+        torch.zeros(scores.shape, dtype=torch.bool, device=scores.device)
+        if survives is None
+        else ~survives
+    )
+    if k == 0 or scores.numel() == 0:
+        return marked
+    # Ascending by score; stable, so among equal scores the lower index comes first.
+    order = torch.sort(scores, dim=1, stable=True).indices
+    if survives is not None and not bool(survives.all()):
+        # Then stably by survival: already-pruned entries move in front of every
+        # survivor (they use up the row's k first), survivors keep their score order.
+        by_survival = torch.sort(survives.gather(1, order).to(torch.uint8), dim=1, stable=True)
+        order = order.gather(1, by_survival.indices)
+    return marked.scatter_(1, order[:, :k], True)
 
 
 def _smallest_k_radix(flat: torch.Tensor, k: int) -> torch.Tensor:

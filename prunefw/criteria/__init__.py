@@ -5,6 +5,7 @@ from prunefw.criteria.ln_structured import LnStructuredCriterion
 from prunefw.criteria.magnitude import MagnitudeCriterion
 from prunefw.criteria.percentile import PercentileCriterion
 from prunefw.criteria.random import RandomCriterion
+from prunefw.criteria.row_magnitude import RowMagnitudeCriterion
 
 __all__ = [
     "LnStructuredCriterion",
@@ -13,4 +14,5 @@ __all__ = [
     "PruningCriterion",
     "RandomCriterion",
     "RankSelection",
+    "RowMagnitudeCriterion",
 ]

@@ -374,10 +374,13 @@ def test_non_linear_modules_are_refused_and_nothing_changes():
     """A Conv2d target: InvalidTypeError during calibration; the model is untouched."""
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(16, 2))
     before = ModelSnapshot.take(model)
-    with pytest.raises(InvalidTypeError, match=r"nn\.Linear layers only; got a Conv2d"):
+    with pytest.raises(InvalidTypeError, match=r"linear-like layers only; got a Conv2d") as info:
         LayerPruningContext({"0": WandaCriterion(0.5)}, model=model).prune(
             calibration_data=[torch.randn(2, 3, 4, 4)]
         )
+    # The message lists what is accepted, with each type's weight layout.
+    assert "Linear (weight (out_features, in_features))" in str(info.value)
+    assert "Conv1D (weight (in_features, out_features))" in str(info.value)
     assert before.diff(ModelSnapshot.take(model)) == []
     assert not model[0]._forward_hooks
     with pytest.raises(InvalidTypeError, match="got a Conv1d"):

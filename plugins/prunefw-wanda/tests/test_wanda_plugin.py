@@ -94,6 +94,9 @@ def test_default_registry_builds_it_by_name():
     crit = prunefw.criterion("wanda", sparsity=0.5)
     assert repr(crit) == "WandaCriterion(sparsity=0.5)"
     assert crit.config() == {"sparsity": 0.5}
+    two_four = prunefw.criterion("wanda", sparsity=0.5, pattern="2:4")
+    assert repr(two_four) == "WandaCriterion(sparsity=0.5, pattern='2:4')"
+    assert two_four.config() == {"sparsity": 0.5, "pattern": "2:4"}
 
 
 def test_core_does_not_import_the_plugin():
@@ -144,23 +147,30 @@ def readme_python_blocks() -> list[str]:
 
 
 def test_readme_covers_the_required_topics():
-    """Citation, install, calibration usage, the global refusal, already-pruned entries."""
+    """Citation, install, calibration usage, Conv1D, N:M, the global refusal, prior masks."""
     readme = (PLUGIN_ROOT / "README.md").read_text()
     for text in (
         "arXiv:2306.11695",
         "## Install",
         "## Usage with calibration data",
+        "## Linear-like layers: `nn.Linear` and GPT-2's `Conv1D`",
+        "## N:M: 2:4 Wanda in one call",
+        "### Why `[wanda(0.5), nm(2, 4)]` is not 2:4 Wanda",
+        "58.9 to 59.1% sparsity",  # measured by test_wanda_conv1d.py's stacking test
         "## Why the global context refuses it",
         "## Already-pruned entries",
     ):
         assert text in readme
-    assert len(readme_python_blocks()) == 2
+    assert len(readme_python_blocks()) == 3
 
 
-@pytest.mark.parametrize("index", range(2))
+@pytest.mark.parametrize("index", range(3))
 def test_readme_examples_run(index):
-    """Each README example runs as written."""
-    exec(compile(readme_python_blocks()[index], f"README.md block {index}", "exec"), {})
+    """Each README example runs as written (the GPT-2 one needs transformers)."""
+    block = readme_python_blocks()[index]
+    if "import transformers" in block:
+        pytest.importorskip("transformers")
+    exec(compile(block, f"README.md block {index}", "exec"), {})
 
 
 def test_readme_layer_by_layer_snippet_runs_after_the_usage_example():

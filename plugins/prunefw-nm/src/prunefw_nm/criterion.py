@@ -8,6 +8,12 @@ no group crosses from one row into the next.
 
 * ``Linear`` weight ``(out, in)``: groups of ``m`` along ``in``, the last dimension.
   This is the layout :func:`torch.sparse.to_sparse_semi_structured` compresses.
+* Hugging Face ``Conv1D`` weight (GPT-2), stored ``(in, out)``: groups of ``m`` along
+  ``in`` too, i.e. along dim 0 of the stored tensor (the groups are the rows of
+  ``weight.T.reshape(-1, m)``). The layer context hands every linear-like weight (see
+  :mod:`prunefw.layouts`) to shape-aware criteria as ``(out, in)`` and transposes
+  the mask back, so ``compute_mask`` sees the same matrix as for the equivalent
+  ``Linear``.
 * ``Conv`` weight ``(out, in/groups, kh, kw)`` (and 1-D/3-D convolutions alike):
   groups along the flattened ``in*kh*kw`` axis, in memory order (input channel, then
   kernel row, then kernel column). These are the columns of the im2col matrix
@@ -28,7 +34,8 @@ shape and ``m``. There is no padding rule.
 surviving entry, so the group keeps the ``n`` best *survivors*: exactly ``n`` when at
 least ``n`` survive, all of them otherwise. Nothing is ever un-pruned. Consequently a
 group never holds more than ``n`` nonzeros afterwards, and applying the criterion
-again changes nothing.
+again changes nothing. (The selection is :func:`prunefw.selection.smallest_k_per_row`
+on the groups, shared with prunefw's per-row criteria.)
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ import torch
 
 from prunefw import PruningCriterion
 from prunefw.errors import InvalidArgumentError, InvalidTypeError
+from prunefw.selection import smallest_k_per_row
 
 __all__ = ["NMCriterion"]
 
@@ -137,21 +145,8 @@ class NMCriterion(PruningCriterion):
                 f"shape {tuple(scores.shape)}"
             )
         groups = self._groups(scores)
-        alive = self._groups(default_mask) != 0
-        keep = torch.zeros_like(alive)
-        if self.n == 0 or groups.numel() == 0:
-            return keep.reshape(scores.shape)
-        # Ascending by score; stable, so among equal scores the lower index comes first
-        # and is pruned first.
-        order = torch.sort(groups, dim=1, stable=True).indices
-        if not bool(alive.all()):
-            # Then stably by survival: pruned entries move in front of all survivors,
-            # survivors keep their score order.
-            by_survival = torch.sort(alive.gather(1, order), dim=1, stable=True).indices
-            order = order.gather(1, by_survival)
-        keep.scatter_(1, order[:, self.m - self.n :], True)
-        keep &= alive
-        return keep.reshape(scores.shape)
+        pruned = smallest_k_per_row(groups, self.m - self.n, self._groups(default_mask))
+        return ~pruned.reshape(scores.shape)
 
     def _groups(self, tensor: torch.Tensor) -> torch.Tensor:
         """Return ``tensor`` as ``(number of groups, m)``, or raise for a bad shape."""
