@@ -56,7 +56,7 @@ def test_package_ships_py_typed():
 
 def test_readme_code_blocks_run_in_order(monkeypatch):
     blocks = code_blocks(ROOT / "README.md")
-    assert len(blocks) == 6
+    assert len(blocks) == 7
     namespace: dict[str, object] = {}
     exec(compile(blocks[0], "README-layer", "exec"), namespace)
     layer_model = namespace["model"]
@@ -79,6 +79,11 @@ def test_readme_code_blocks_run_in_order(monkeypatch):
     monkeypatch.chdir(ROOT)
     exec(compile(blocks[5], "README-gradual", "exec"), namespace)
     assert namespace["pruner"].step_count == 1 and namespace["pruner"].end_step == 276
+    # transformers in one call: the blocks' linear layers, not the embeddings or lm_head
+    exec(compile(blocks[6], "README-transformers", "exec"), namespace)
+    llm = namespace["llm"]
+    assert prunefw.sparsity_report(llm, pruned_only=True).sparsity == 0.5
+    assert not prune.is_pruned(llm.lm_head) and not prune.is_pruned(llm.model.embed_tokens)
 
 
 def test_readme_names_the_two_setup_commands_and_ci_runs_the_test_one():
@@ -124,3 +129,10 @@ def test_linear_layers_hook_example_registers_a_layer_type():
     layers = LinearLayers.from_plugin_manager(pm)
     assert "bitsandbytes.nn.Linear8bitLt" in layers.module_types()
     assert torch.nn.Linear in layers.module_types()  # the built-in plugin's
+
+
+def test_transformers_guide_code_blocks_run_in_order():
+    pytest.importorskip("transformers")
+    namespace: dict[str, object] = {}
+    for block in code_blocks(DOCS / "transformers.md"):
+        exec(compile(block, "docs/transformers.md", "exec"), namespace)
