@@ -500,6 +500,11 @@ def shrink_model(model: nn.Module, example_inputs: Any) -> ShrinkReport:
                 idxs = dead.nonzero().flatten().tolist()
                 if not idxs:
                     continue
+                if root.module not in graph.module2node:
+                    raise ShrinkError(
+                        f"{root.label}: its layer does not run when the model is called with "
+                        "example_inputs, so its channels' connections are unknown"
+                    )
                 group = graph.get_pruning_group(
                     root.module, _pruning_fn(graph, root.module, out), idxs
                 )

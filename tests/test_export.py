@@ -285,3 +285,52 @@ def test_llama_bf16_two_four_directory(tmp_path):
     assert loaded.dtype == torch.bfloat16
     with torch.no_grad():
         assert torch.equal(loaded(ids).logits, expected)
+
+
+# --- sparse kernels -----------------------------------------------------------------------------
+
+
+def test_to_sparse_csr_converts_only_the_very_sparse_float32_linears():
+    from prunefw import LayerPruningContext
+    from prunefw.export import CSR_MIN_SPARSITY, CsrLinear, to_sparse_csr
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU())
+    model.append(nn.Linear(64, 8).to(torch.float64))
+    LayerPruningContext(
+        {
+            model[0]: MagnitudeCriterion(amount=min(1.0, CSR_MIN_SPARSITY + 0.02)),
+            model[2]: MagnitudeCriterion(amount=0.5),
+            model[4]: MagnitudeCriterion(amount=0.95),  # float64: not what was measured
+        }
+    ).prune()
+    x = torch.randn(5, 64)
+    expected = model[0](x).detach()
+    assert to_sparse_csr(model) == ["0"]
+    assert isinstance(model[0], CsrLinear) and type(model[2]) is nn.Linear
+    torch.testing.assert_close(model[0](x), expected)
+    torch.testing.assert_close(model[0](x[None]), expected[None])  # (..., in_features)
+    with pytest.raises(ExportError, match="min_sparsity"):
+        to_sparse_csr(model, min_sparsity=1.5)
+
+
+def run_benchmark(script: str) -> str:
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / script), "--smoke"],
+        capture_output=True, text=True, timeout=600, cwd=root,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_export_sizes_benchmark_smoke():
+    table = run_benchmark("export_sizes.py")
+    assert table.count("bit-identical") == 6 and "sparse-24-bitmask" in table
+
+
+def test_sparse_kernels_benchmark_smoke():
+    table = run_benchmark("sparse_kernels.py")
+    assert "| 95% | 128 |" in table and "to_sparse_semi_structured" in table

@@ -201,3 +201,16 @@ def test_shrunk_models_export_like_any_other(tmp_path):
     fresh = load_compressed(copy.deepcopy(shrunk), path)
     x = torch.randn(3, 64)
     assert torch.equal(fresh(x), shrunk(x))
+
+
+def test_shrink_latency_benchmark_smoke():
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "shrink_latency.py"), "--smoke"],
+        capture_output=True, text=True, timeout=600, cwd=root,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "| cnn | smoke | 9,930 -> 3,818 (0.38x)" in result.stdout
