@@ -114,13 +114,29 @@ class SparsityReport:
         return format_table(rows, right={2, 3, 4}, rules_after={0, len(rows) - 2})
 
 
+def zero_count(tensor: torch.Tensor) -> int:
+    """How many entries of ``tensor`` are zero, over all ranks for a DTensor.
+
+    ``int()`` of a reduced DTensor (a partial sum) is this rank's share only; a
+    DTensor's count is summed over its ranks (a collective: every rank must call).
+
+    Example:
+        >>> zero_count(torch.tensor([0.0, 1.0, 0.0]))
+        2
+    """
+    count = (tensor == 0).sum()
+    full_tensor = getattr(count, "full_tensor", None)  # a DTensor
+    return int(full_tensor() if callable(full_tensor) else count)
+
+
 @torch.no_grad()
 def sparsity_report(model: nn.Module, *, pruned_only: bool = False) -> SparsityReport:
     """Count the zeros of every parameter of ``model``.
 
     For a pruned tensor the effective value ``name_orig * name_mask`` is counted
     (computed now, so it is current even before the next forward) and reported
-    under ``name``.
+    under ``name``. For a sharded model (DTensor parameters) the counts are global,
+    the same on every rank; it is then a collective that every rank calls.
 
     Args:
         model: Any module.
@@ -162,7 +178,7 @@ def sparsity_report(model: nn.Module, *, pruned_only: bool = False) -> SparsityR
                     name=name,
                     shape=tuple(tensor.shape),
                     numel=tensor.numel(),
-                    zeros=int((tensor == 0).sum()),
+                    zeros=zero_count(tensor),
                     pruned=name in pruned,
                 )
             )

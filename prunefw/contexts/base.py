@@ -228,6 +228,12 @@ class PruningContext(abc.ABC):
                 :mod:`prunefw.progress`; :class:`~prunefw.progress.TqdmProgress`
                 shows tqdm bars).
 
+        Under :mod:`torch.distributed` (initialised), with targets that are DTensor
+        shards (FSDP2) or a model wrapped in ``DistributedDataParallel``, this is a
+        collective: every rank calls it with the same plan and
+        :mod:`prunefw.distributed` does the work (global thresholds by collectives,
+        identical masks on every rank, every rank rolls back if one fails).
+
         Raises:
             NonFiniteWeightsError: A target holds NaN or infinite weights.
             InvalidMaskError: A criterion returned a bad mask.
@@ -235,36 +241,57 @@ class PruningContext(abc.ABC):
             Exception: Whatever a criterion raised, with a note naming it and
                 the tensor.
         """
+        distributed = _distributed_prune(self)
+        if distributed is not None:
+            distributed(self, calibration_data, forward, progress)
+            return
         with rollback_on_error(module for target in self.targets for module in target.modules):
-            for target in self.targets:
-                check_stored_mask(target)
-                # Score the weights as they are now: after an optimizer step, a pruned
-                # tensor's attribute is stale until the forward pre-hook recomputes it.
-                refresh_pruned_tensor(target.module, target.name)
-                check_finite(target, getattr(target.module, target.name).detach())
-            batches = calibration_data
-            if progress is not None and batches is not None and self.requires_calibration:
-                batches = _reporting(calibration_batches(batches), progress)
-            calibrate(self.model, self._calibration_plan(), batches, forward)
-            steps = len(self.steps)
-            done = 0
-
-            def step_done(item: str) -> None:
-                nonlocal done
-                done += 1
-                if progress is not None:
-                    progress(ProgressEvent("prune", done, steps, item))
-
-            self._prune(step_done)
-            for target in self.targets:
-                # Tied weights: every place of the Parameter gets the one mask.
-                share_mask(target.module, target.name, ((a.module, a.name) for a in target.aliases))
-                for module in target.modules:
-                    install_deepcopy_support(module)
-            # Inside the transaction: it asks the criteria, which may raise.
-            self._warn_whole_tensors()
+            self._prune_all(calibration_data, forward, progress)
         if self.model is not None:
             install_guards(self.model)
+
+    def _prune_all(
+        self,
+        calibration_data: Iterable[Any] | None,
+        forward: Forward | None,
+        progress: ProgressCallback | None,
+        before_calibration: Callable[[], None] | None = None,
+    ) -> None:
+        """What :meth:`prune` does inside its transaction: checks, calibration, steps.
+
+        ``before_calibration`` runs between the checks and the calibration (a
+        distributed caller votes there: calibration runs the model, which is a
+        collective under DDP or FSDP).
+        """
+        for target in self.targets:
+            check_stored_mask(target)
+            # Score the weights as they are now: after an optimizer step, a pruned
+            # tensor's attribute is stale until the forward pre-hook recomputes it.
+            refresh_pruned_tensor(target.module, target.name)
+            check_finite(target, getattr(target.module, target.name).detach())
+        batches = calibration_data
+        if progress is not None and batches is not None and self.requires_calibration:
+            batches = _reporting(calibration_batches(batches), progress)
+        if before_calibration is not None:
+            before_calibration()
+        calibrate(self.model, self._calibration_plan(), batches, forward)
+        steps = len(self.steps)
+        done = 0
+
+        def step_done(item: str) -> None:
+            nonlocal done
+            done += 1
+            if progress is not None:
+                progress(ProgressEvent("prune", done, steps, item))
+
+        self._prune(step_done)
+        for target in self.targets:
+            # Tied weights: every place of the Parameter gets the one mask.
+            share_mask(target.module, target.name, ((a.module, a.name) for a in target.aliases))
+            for module in target.modules:
+                install_deepcopy_support(module)
+        # Inside the transaction: it asks the criteria, which may raise.
+        self._warn_whole_tensors()
 
     def _warn_whole_tensors(self) -> None:
         """Warn when a threshold criterion pruned every entry of a tensor."""
@@ -282,7 +309,7 @@ class PruningContext(abc.ABC):
                         "magnitude is below the threshold (freshly initialised weights are "
                         "often small); use an amount, or a smaller threshold",
                         WholeTensorPrunedWarning,
-                        stacklevel=3,
+                        stacklevel=4,  # the caller of prune()
                     )
 
     @abc.abstractmethod
@@ -307,3 +334,18 @@ class PruningContext(abc.ABC):
         )
         if self.model is not None and not any(True for _ in iter_pruned_tensors(self.model)):
             remove_guards(self.model)
+
+
+def _distributed_prune(
+    context: PruningContext,
+) -> Callable[[PruningContext, Any, Any, Any], None] | None:
+    """The distributed ``prune()`` for ``context``, or ``None`` to prune in process.
+
+    Only when :mod:`torch.distributed` is initialised (checked first, so nothing more
+    is imported otherwise); :func:`prunefw.distributed.distributed_prune_for` decides.
+    """
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return None
+    from prunefw.distributed import distributed_prune_for
+
+    return distributed_prune_for(context)

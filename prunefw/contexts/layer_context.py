@@ -25,7 +25,7 @@ from prunefw.targets import (
     share_tensors,
 )
 
-__all__ = ["LayerKey", "LayerPruningContext"]
+__all__ = ["LayerKey", "LayerPruningContext", "layer_mask"]
 
 #: A key of the layer map: a module, a qualified module name, or either paired
 #: with a tensor name.
@@ -142,21 +142,12 @@ class LayerPruningContext(PruningContext):
     @staticmethod
     def _apply(target: PruningTarget, crit: PruningCriterion) -> None:
         module, name = target.module, target.name
-        scores = importance_scores(crit, target)
-        weights = getattr(module, name).detach()
         current = mask_of(module, name)
-        default_mask = torch.ones_like(weights) if current is None else current.detach()
-        method = type(crit).PruningMethod(crit, magnitude=scores is None)
-        # Criteria that see the tensor's shape see linear-like weights as (out, in).
-        layout = target.layout if crit.PRUNING_TYPE != "unstructured" else None
-        mask = out_in_view(
-            container_mask(
-                method,
-                out_in_view(weights if scores is None else scores, layout),
-                out_in_view(default_mask, layout),
-                name,
-            ),
-            layout,
+        mask = layer_mask(
+            target,
+            crit,
+            getattr(module, name).detach(),
+            None if current is None else current.detach(),
         )
         prune.custom_from_mask(module, name, mask)
         release_mask_reference(module, name)
@@ -164,3 +155,36 @@ class LayerPruningContext(PruningContext):
     def __repr__(self) -> str:
         inner = ", ".join(f"{t.label}: {list(c)!r}" for t, c in self.plan)
         return f"LayerPruningContext({{{inner}}})"
+
+
+def layer_mask(
+    target: PruningTarget,
+    crit: PruningCriterion,
+    weights: torch.Tensor,
+    current: torch.Tensor | None,
+) -> torch.Tensor:
+    """The new mask of ``target`` after ``crit``, as the layer context computes it.
+
+    Args:
+        target: The tensor (the criterion's importance scores are asked for it).
+        crit: The criterion.
+        weights: The tensor's current values.
+        current: Its current mask, or ``None`` if it was never pruned.
+
+    Returns:
+        The combined mask (the current one times the criterion's decision).
+    """
+    scores = importance_scores(crit, target)
+    default_mask = torch.ones_like(weights) if current is None else current
+    method = type(crit).PruningMethod(crit, magnitude=scores is None)
+    # Criteria that see the tensor's shape see linear-like weights as (out, in).
+    layout = target.layout if crit.PRUNING_TYPE != "unstructured" else None
+    return out_in_view(
+        container_mask(
+            method,
+            out_in_view(weights if scores is None else scores, layout),
+            out_in_view(default_mask, layout),
+            target.name,
+        ),
+        layout,
+    )

@@ -1,0 +1,290 @@
+"""Exact global rank selection over blocks spread across processes.
+
+The streaming strategy's radix select (:func:`prunefw.selection.select_kth`) counts
+keys in histograms; with its ``reduce`` hook set to an all-reduce SUM, every rank
+counts its own blocks and all ranks find the same global k-th key: one all-reduce
+of a 65536-bucket int64 histogram (512 KiB) per pass, 2 passes for 32-bit keys, 4
+for float64. No tensor is gathered.
+
+The tie rule is the streaming strategy's: among equal scores the lower flat index,
+in target order, counts as smaller. With ``Shard(0)`` every rank's block is one
+contiguous range of the flat order, so each rank learns, from one all-gather of its
+per-target tie counts, how many tied entries lie before its block and marks exactly
+the right ones.
+
+Random criteria use the streaming strategy's keys: for target ``i`` the flat
+sequence of ``torch.randint(-2**31, 2**31, generator=seeded(random_seed + i))``;
+each rank draws the sequence up to the end of its block and keeps its range, so the
+keys, hence the masks, are those of single-process streaming: seeded per target,
+not per rank.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from prunefw.criteria.base import PruningCriterion, RankSelection
+from prunefw.errors import InvalidArgumentError, InvalidTypeError
+from prunefw.selection import at_least, float_keys, select_kth
+from prunefw.targets import check_finite
+
+from ._collectives import Collectives
+from ._shards import LocalShard
+
+__all__ = ["global_keep", "local_scores"]
+
+_DIGIT_BITS = 16
+_BUCKETS = 1 << _DIGIT_BITS
+_RANDOM_CHUNK = 1 << 20
+
+Source = Callable[[], Iterator[tuple[torch.Tensor, "torch.Tensor | None"]]]
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _compat_select_kth(source: Source, k: int, bits: int, reduce: Reduce) -> tuple[int, int]:
+    """``select_kth`` with a ``reduce`` hook, for a prunefw.selection that has none yet."""
+    high: int | None = None
+    count_less = 0
+    for level in range(bits // _DIGIT_BITS):
+        shift = bits - _DIGIT_BITS * (level + 1)
+        histogram = torch.zeros(_BUCKETS, dtype=torch.int64)
+        for keys, survivors in source():
+            candidates = keys if survivors is None else keys[survivors]
+            if high is not None:
+                candidates = candidates[(candidates >> (shift + _DIGIT_BITS)) == high]
+            digits = candidates >> shift
+            # The top digit is signed: shift it to 0 .. 65535.
+            digits = digits + (_BUCKETS >> 1) if level == 0 else digits & (_BUCKETS - 1)
+            histogram += torch.bincount(digits.long(), minlength=_BUCKETS)
+        cumulative = reduce(histogram).cumsum(0)
+        rank = torch.tensor([k - count_less], dtype=torch.int64)
+        digit = int(torch.searchsorted(cumulative, rank)[0])
+        count_less += int(cumulative[digit - 1]) if digit else 0
+        high = digit - (_BUCKETS >> 1) if high is None else (high << _DIGIT_BITS) | digit
+    assert high is not None
+    return high, count_less
+
+
+def _select(source: Source, k: int, bits: int, reduce: Reduce) -> tuple[int, int]:
+    select: Callable[..., tuple[int, int]] = select_kth  # its ``reduce`` may not exist yet
+    if "reduce" in inspect.signature(select).parameters:
+        return select(source, k, bits, reduce=reduce)
+    return _compat_select_kth(source, k, bits, reduce)
+
+
+def random_block(seed: int, start: int, count: int) -> torch.Tensor:
+    """Entries ``start .. start + count`` of a target's random key sequence.
+
+    The sequence is ``torch.randint(-2**31, 2**31, (n,), generator=g, dtype=int32)``
+    with ``g`` seeded with ``seed``; it is drawn in chunks (a CPU generator yields
+    the same values in one call or in several), the entries before ``start`` are
+    drawn and dropped.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    low, high = -(2**31), 2**31
+    scratch = torch.empty(min(_RANDOM_CHUNK, max(start, 1)), dtype=torch.int32)
+    skipped = 0
+    while skipped < start:
+        size = min(scratch.numel(), start - skipped)
+        torch.randint(
+            low, high, (size,), generator=generator, dtype=torch.int32, out=scratch[:size]
+        )
+        skipped += size
+    return torch.randint(low, high, (count,), generator=generator, dtype=torch.int32)
+
+
+def local_scores(criterion: PruningCriterion, shard: LocalShard) -> torch.Tensor | None:
+    """This rank's block of ``criterion``'s importance scores, or ``None`` for magnitudes.
+
+    The criterion sees the module as it is (its tensor a DTensor); it may return a
+    DTensor laid out like the weights, or a plain tensor of the full shape.
+
+    Raises:
+        InvalidTypeError: Not a tensor (or None).
+        InvalidArgumentError: The wrong shape, or a DTensor laid out otherwise.
+        NonFiniteWeightsError: NaN or infinite scores in this rank's block.
+    """
+    target = shard.target
+    scores = criterion.importance_scores(target.module, target.name)
+    if scores is None:
+        return None
+    if not isinstance(scores, torch.Tensor):
+        raise InvalidTypeError(
+            f"{criterion!r}.importance_scores returned {type(scores).__name__} for "
+            f"{target.label}; expected a tensor or None"
+        )
+    if tuple(scores.shape) != tuple(shard.shape):
+        raise InvalidArgumentError(
+            f"{criterion!r}.importance_scores returned shape {tuple(scores.shape)} for "
+            f"{target.label}; expected {tuple(shard.shape)}"
+        )
+    placements = getattr(scores, "placements", None)
+    if placements is not None:
+        if placements != getattr(shard.stored, "placements", None):
+            raise InvalidArgumentError(
+                f"{criterion!r}.importance_scores returned a DTensor laid out as "
+                f"{tuple(placements)} for {target.label}, whose weights are laid out as "
+                f"{tuple(getattr(shard.stored, 'placements', ()))}; return scores laid out "
+                "like the weights (e.g. computed elementwise from them)"
+            )
+        local = scores.to_local().detach()  # type: ignore[attr-defined]
+    else:
+        local = shard.block(scores.detach())
+    check_finite(target, local, f"importance scores from {criterion!r}")
+    return local
+
+
+@dataclass
+class _Keys:
+    """Each target's keys on this rank (see the module docstring)."""
+
+    criterion: PruningCriterion
+    shards: Sequence[LocalShard]
+    random_seed: int | None
+    bits: int
+
+    def keys(self, index: int) -> torch.Tensor:
+        shard = self.shards[index]
+        if self.random_seed is not None:
+            return random_block(self.random_seed + index, shard.offset, shard.values.numel())
+        dtype = torch.float64 if self.bits == 64 else torch.float32
+        scores = local_scores(self.criterion, shard)
+        if scores is None:
+            return float_keys(shard.values.to(dtype).abs().reshape(-1), self.bits, True)
+        return float_keys(scores.to(dtype, copy=True).reshape(-1), self.bits, False)
+
+    def source(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        empty = torch.empty(0, dtype=torch.int64 if self.bits == 64 else torch.int32)
+        for index, shard in enumerate(self.shards):
+            if shard.owned:
+                yield self.keys(index), shard.survivors()
+            else:  # another rank counts this block
+                yield empty, None
+
+
+@dataclass
+class _Below:
+    """The entries ranked below a boundary: keys ``< key`` and the first ``ties`` equal."""
+
+    key: int
+    ties: int
+    budgets: list[int] | None = None  # per target: tied entries this rank marks
+
+    def mark(self, index: int, keys: torch.Tensor, alive: torch.Tensor | None) -> torch.Tensor:
+        below = keys < self.key
+        equal = keys == self.key
+        if alive is not None:
+            below &= alive
+            equal &= alive
+        budget = self.ties if self.budgets is None else self.budgets[index]
+        if budget > 0:
+            tied = equal.nonzero().squeeze(1)[:budget]
+            below[tied] = True
+        return below
+
+
+def _below(keys: _Keys, k: int, n: int, reduce: Reduce) -> _Below | None:
+    """The marker of the ``k`` smallest of ``n`` survivors (``None`` for none)."""
+    if k <= 0:
+        return None
+    if k >= n:
+        return _Below(key=(1 << (keys.bits - 1)) - 1, ties=n)
+    key, less = _select(keys.source, k, keys.bits, reduce)
+    return _Below(key=key, ties=k - less)
+
+
+def _assign_ties(coll: Collectives, keys: _Keys, markers: Sequence[_Below]) -> None:
+    """Give each marker its per-target tie budgets on this rank (one all-gather)."""
+    shards = keys.shards
+    counts = torch.zeros((len(shards), 1 + len(markers)), dtype=torch.int64)
+    local_equal: list[list[int]] = []
+    for index, shard in enumerate(shards):
+        counts[index, 0] = shard.offset
+        row = []
+        these = keys.keys(index)
+        alive = shard.survivors()
+        for m, marker in enumerate(markers):
+            equal = these == marker.key
+            if alive is not None:
+                equal &= alive
+            count = int(equal.sum())
+            row.append(count)
+            if shard.owned:
+                counts[index, 1 + m] = count
+        local_equal.append(row)
+    table = coll.all_gather(counts)  # [world, targets, 1 + markers]
+    offsets = table[:, :, 0]
+    for m, marker in enumerate(markers):
+        equal = table[:, :, 1 + m]
+        before_target = torch.cumsum(equal.sum(0), 0) - equal.sum(0)  # ties in earlier targets
+        budgets = []
+        for index, shard in enumerate(shards):
+            earlier_blocks = int(equal[offsets[:, index] < shard.offset, index].sum())
+            prefix = int(before_target[index]) + earlier_blocks
+            budgets.append(max(0, min(marker.ties - prefix, local_equal[index][m])))
+        marker.budgets = budgets
+
+
+def global_keep(
+    coll: Collectives, criterion: PruningCriterion, shards: Sequence[LocalShard]
+) -> list[torch.Tensor]:
+    """This rank's keep-mask blocks for one criterion ranked over ``shards`` globally.
+
+    The masks are the blocks of what the streaming strategy gives the full tensors
+    (entries already pruned are never kept).
+
+    Raises:
+        InvalidArgumentError: The criterion has no rank selection.
+    """
+    local_n = sum(s.survivor_count() for s in shards if s.owned)
+    n = int(coll.all_reduce(torch.tensor([local_n], dtype=torch.int64))[0])
+    selection = criterion.rank_selection(n)
+    if not isinstance(selection, RankSelection):
+        raise InvalidArgumentError(
+            f"{criterion!r} has no rank_selection(); pruning sharded (DTensor) targets "
+            "globally needs one, to find the global threshold with collectives"
+        )
+    if selection.min_threshold is not None:
+        keeps = []
+        for shard in shards:
+            scores = local_scores(criterion, shard)
+            scores = shard.values.abs() if scores is None else scores
+            keep = at_least(scores, float(selection.min_threshold)).reshape(-1)
+            alive = shard.survivors()
+            keeps.append(keep if alive is None else keep & alive)
+        return keeps
+    wide = selection.random_seed is None and any(s.values.dtype == torch.float64 for s in shards)
+    keys = _Keys(criterion, shards, selection.random_seed, 64 if wide else 32)
+
+    def reduce(histogram: torch.Tensor) -> torch.Tensor:
+        return coll.all_reduce(histogram)
+
+    smallest = min(max(selection.smallest, 0), n)
+    kept = n - selection.largest if selection.largest else n
+    if kept <= 0 or smallest >= n:
+        return [torch.zeros(s.values.numel(), dtype=torch.bool) for s in shards]
+    low = _below(keys, smallest, n, reduce)
+    top = _below(keys, kept, n, reduce) if kept < n else None
+    markers = [m for m in (low, top) if m is not None]
+    if markers:
+        _assign_ties(coll, keys, markers)
+    keeps = []
+    for index, shard in enumerate(shards):
+        alive = shard.survivors()
+        if not markers:
+            keep = torch.ones(shard.values.numel(), dtype=torch.bool)
+        else:
+            these = keys.keys(index)
+            keep = (
+                top.mark(index, these, alive)
+                if top is not None
+                else torch.ones_like(these, dtype=torch.bool)
+            )
+            if low is not None:
+                keep &= ~low.mark(index, these, alive)
+        keeps.append(keep if alive is None else keep & alive)
+    return keeps
