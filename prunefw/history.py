@@ -34,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import json
+import reprlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +56,13 @@ SCOPES = ("global", "layer")
 
 def _json_ready(value: Any) -> Any:
     return json.loads(json.dumps(value, default=repr))
+
+
+def _short_repr(value: object) -> str:
+    """``repr`` cut to a readable length and depth (stored data can be anything)."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxstring, short.maxother = 3, 60, 60
+    return short.repr(value)
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,7 @@ class HistoryEntry:
             or data.get("scope") not in SCOPES
         ):
             raise CheckpointError(
-                f"invalid prunefw history entry {data!r}: expected "
+                f"invalid prunefw history entry {_short_repr(data)}: expected "
                 '{"criterion": name, "config": {...}, "scope": "global" or "layer"}'
             )
         return cls(data["criterion"], dict(data.get("config", {})), data["scope"])
@@ -178,27 +186,51 @@ class PruningHistory:
         return json.dumps(self.to_dict(), separators=(",", ":"))
 
     @classmethod
-    def from_json(cls, text: str) -> PruningHistory:
+    def from_json(cls, text: str, *, source: object = None) -> PruningHistory:
         """Read a history written by :meth:`to_json`.
 
+        Args:
+            text: The JSON string.
+            source: Where ``text`` comes from (a file), named in error messages.
+
         Raises:
-            CheckpointError: ``text`` is not such a history.
+            CheckpointError: ``text`` is not such a history (not JSON, JSON nested
+                too deeply to read, or not of the history's shape); the message
+                names ``source``.
+
+        Example:
+            >>> from prunefw.errors import CheckpointError
+            >>> try:
+            ...     PruningHistory.from_json("[" * 100_000, source="model.pt")
+            ... except CheckpointError as err:
+            ...     print(err)
+            model.pt: the stored prunefw history is corrupt: JSON nested too deeply to read
         """
+        where = "" if source is None else f"{source}: "
         try:
             data = json.loads(text)
+        except RecursionError:
+            raise CheckpointError(
+                f"{where}the stored prunefw history is corrupt: JSON nested too deeply to read"
+            ) from None
         except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"the stored prunefw history is not valid JSON: {exc}") from None
+            raise CheckpointError(
+                f"{where}the stored prunefw history is not valid JSON: {exc}"
+            ) from None
         if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
             raise CheckpointError(
-                "the stored prunefw history must be a JSON object of lists, got "
+                f"{where}the stored prunefw history must be a JSON object of lists, got "
                 f"{type(data).__name__}"
             )
-        return cls(
-            {
-                str(label): tuple(HistoryEntry.from_dict(item) for item in entries)
-                for label, entries in data.items()
-            }
-        )
+        try:
+            return cls(
+                {
+                    str(label): tuple(HistoryEntry.from_dict(item) for item in entries)
+                    for label, entries in data.items()
+                }
+            )
+        except CheckpointError as exc:
+            raise CheckpointError(f"{where}{exc}") from None
 
     def attach(self, state_dict: Mapping[str, Any]) -> OrderedDict[str, Any]:
         """Return a shallow copy of ``state_dict`` that carries this history.
@@ -219,8 +251,14 @@ class PruningHistory:
         return result
 
     @classmethod
-    def from_state_dict(cls, state_dict: Mapping[str, Any]) -> PruningHistory:
+    def from_state_dict(
+        cls, state_dict: Mapping[str, Any], *, source: object = None
+    ) -> PruningHistory:
         """Read the history :meth:`attach` stored in ``state_dict`` (empty if none).
+
+        Args:
+            state_dict: The state_dict (its ``_metadata`` holds the history).
+            source: Where it was read from (a file), named in error messages.
 
         Raises:
             CheckpointError: The stored history is corrupt.
@@ -228,4 +266,4 @@ class PruningHistory:
         metadata = getattr(state_dict, "_metadata", None)
         root = metadata.get("", {}) if isinstance(metadata, Mapping) else {}
         text = root.get(METADATA_KEY) if isinstance(root, Mapping) else None
-        return cls() if text is None else cls.from_json(text)
+        return cls() if text is None else cls.from_json(text, source=source)

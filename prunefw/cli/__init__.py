@@ -13,7 +13,9 @@ Every sub-command also takes ``--debug`` (tracebacks on errors) and ``--quiet``
 (no progress bars or status messages), before or after its name.
 
 Exit codes: 0 success, 1 error (one line on stderr; ``--debug`` for the
-traceback), 2 usage error (argparse's message), 130 interrupted.
+traceback), 2 usage error (argparse's message), 130 interrupted. Code a command
+runs (a model factory, a plugin) that calls ``sys.exit()`` is an error too (exit
+1), never a silent exit with its code.
 """
 
 from __future__ import annotations
@@ -108,6 +110,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `prunefw report ... | head`: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except SystemExit as exc:  # argparse exits above; this is code the command ran
+        if args.debug:
+            raise
+        print(
+            f"prunefw: error: unexpected exit: code that prunefw {args.command} ran called "
+            f"sys.exit({exc.code!r}) (SystemExit) before the command finished (rerun with "
+            "--debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
     except Exception as exc:
         if args.debug:

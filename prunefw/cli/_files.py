@@ -198,7 +198,7 @@ def _aliases(path: Path, metadata: Mapping[str, str]) -> dict[str, str]:
         return {}
     try:
         aliases = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         aliases = None
     if not isinstance(aliases, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in aliases.items()
@@ -222,11 +222,11 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if path.suffix == SAFETENSORS_SUFFIX:
         tensors, metadata = _read_safetensors(path)
         text = metadata.get(METADATA_KEY)
-        history = PruningHistory() if text is None else PruningHistory.from_json(text)
+        history = PruningHistory() if text is None else PruningHistory.from_json(text, source=path)
         return Checkpoint(OrderedDict(tensors), history)
     obj = _torch_load(path)
     state_dict = _state_dict(obj, path)
-    history = PruningHistory.from_state_dict(state_dict)
+    history = PruningHistory.from_state_dict(state_dict, source=path)
     return Checkpoint(state_dict, history)
 
 
@@ -235,8 +235,10 @@ def _index(directory: Path, name: str) -> dict[str, str]:
     index = directory / name
     try:
         data = json.loads(index.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # JSONDecodeError and UnicodeDecodeError included
         raise CheckpointError(f"{index} cannot be read as JSON: {exc}") from None
+    except RecursionError:
+        raise CheckpointError(f"{index} cannot be read as JSON: nested too deeply") from None
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()
@@ -278,12 +280,13 @@ def _weight_files(directory: Path) -> list[Path]:
 def _read_directory(directory: Path) -> Checkpoint:
     state_dict: OrderedDict[str, Any] = OrderedDict()
     aliases: dict[str, str] = {}
-    history_text = None
+    history_text: tuple[Path, str] | None = None
     for file in _weight_files(directory):
         if file.suffix == SAFETENSORS_SUFFIX:
             tensors, metadata = _read_safetensors(file)
             aliases.update(_aliases(file, metadata))
-            history_text = history_text or metadata.get(METADATA_KEY)
+            if history_text is None and METADATA_KEY in metadata:
+                history_text = (file, metadata[METADATA_KEY])
         else:
             tensors = dict(_state_dict(_torch_load(file), file))
         for key, value in tensors.items():
@@ -298,7 +301,7 @@ def _read_directory(directory: Path) -> Checkpoint:
         state_dict.setdefault(alias, state_dict[stored])
     history = read_directory_history(directory)
     if not history and history_text is not None:  # e.g. a prunefw .safetensors file moved in
-        history = PruningHistory.from_json(history_text)
+        history = PruningHistory.from_json(history_text[1], source=history_text[0])
     return Checkpoint(state_dict, history)
 
 
@@ -315,7 +318,7 @@ def read_directory_history(directory: str | Path) -> PruningHistory:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{file}: cannot read: {exc}") from None
-    return PruningHistory.from_json(text)
+    return PruningHistory.from_json(text, source=file)
 
 
 def _keys(file: Path) -> set[str]:

@@ -110,11 +110,12 @@ def build_model(spec: str, *, weights: bool = True) -> nn.Module:
 
     Raises:
         InvalidArgumentError: The model cannot be built: for a factory, the module
-            cannot be imported, has no such attribute, the attribute is not
-            callable, calling it failed, or it did not return an ``nn.Module``;
-            for Hugging Face models, transformers is missing, the directory or
-            file is missing or has no valid config, transformers does not know
-            the model, or loading its weights failed. The message is one line;
+            cannot be imported (or exits while imported), has no such attribute,
+            the attribute is not callable, calling it failed or exited
+            (``sys.exit``), or it did not return an ``nn.Module``; for Hugging
+            Face models, transformers is missing, the directory or file is
+            missing or has no valid config, transformers does not know the
+            model, or loading its weights failed. The message is one line;
             the original exception is chained (``--debug`` shows it).
 
     Example:
@@ -178,6 +179,10 @@ def _read_config(path: Path) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise InvalidArgumentError(
             f"--model: {path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except (ValueError, RecursionError) as exc:  # nesting deeper than Python's stack, huge ints
+        raise InvalidArgumentError(
+            f"--model: {path} is not a usable JSON config: {_first_line(exc)}"
         ) from None
     if not isinstance(data, dict):
         raise InvalidArgumentError(
@@ -376,8 +381,18 @@ def _import(module_name: str) -> ModuleType:
         if spec is None or spec.loader is None:  # pragma: no cover - .py files always load
             raise InvalidArgumentError(f"--model: cannot import {module_name!r}")
         module = importlib.util.module_from_spec(spec)
-        sys.modules.setdefault(path.stem, module)
-        spec.loader.exec_module(module)
+        registered = sys.modules.setdefault(path.stem, module) is module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException as exc:
+            if registered:  # no half-run module left behind for the next import
+                sys.modules.pop(path.stem, None)
+            if isinstance(exc, (KeyboardInterrupt, GeneratorExit)):
+                raise
+            # SystemExit too: the module's failure, not a reason to exit
+            raise InvalidArgumentError(
+                f"--model: importing {module_name!r} failed: {_outcome(exc)}"
+            ) from exc
         return module
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # as `python -m` does: local modules are importable
@@ -392,6 +407,19 @@ def _import(module_name: str) -> ModuleType:
             f"--model: cannot import module {module_name!r}{missing}: {exc}; check the "
             "spelling, install the package, or run from the directory that holds it"
         ) from exc
+    except (KeyboardInterrupt, GeneratorExit):
+        raise
+    except BaseException as exc:  # an error, or sys.exit(), while the module runs
+        raise InvalidArgumentError(
+            f"--model: importing module {module_name!r} failed: {_outcome(exc)}"
+        ) from exc
+
+
+def _outcome(exc: BaseException) -> str:
+    """Describe what a factory or its module did instead of returning: one line."""
+    if isinstance(exc, SystemExit):
+        return f"it called sys.exit({exc.code!r}) (SystemExit)"
+    return _first_line(exc)
 
 
 def _build_from_factory(spec: str) -> nn.Module:
@@ -399,8 +427,9 @@ def _build_from_factory(spec: str) -> nn.Module:
 
     Raises:
         InvalidArgumentError: The module cannot be imported, has no such attribute,
-            the attribute is not callable, calling it failed, or it did not return
-            an ``nn.Module``. The message is one line; the original exception is
+            the attribute is not callable, calling it failed or exited (any
+            exception, ``SystemExit`` included, but ``KeyboardInterrupt``), or it
+            did not return an ``nn.Module``. The message is one line; the original exception is
             chained (``--debug`` shows it).
 
     """
@@ -423,7 +452,14 @@ def _build_from_factory(spec: str) -> nn.Module:
         )
     try:
         model = obj()
-    except Exception as exc:
+    except (KeyboardInterrupt, GeneratorExit):
+        raise
+    except SystemExit as exc:  # e.g. builtins:exit: exiting is not returning a model
+        raise InvalidArgumentError(
+            f"--model: calling {spec}() exited instead of returning a model: "
+            f"{_outcome(exc)}; the factory must return a torch.nn.Module"
+        ) from exc
+    except BaseException as exc:
         raise InvalidArgumentError(
             f"--model: calling {spec}() failed: {type(exc).__name__}: {exc} (the factory must "
             "take no arguments)"

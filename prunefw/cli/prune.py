@@ -26,10 +26,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
+import torch
 from torch import nn
 
+from prunefw.calibration import Forward, call_model
 from prunefw.cli._files import (
     DEFAULT_MAX_SHARD_SIZE,
     check_directory_output,
@@ -48,7 +54,7 @@ from prunefw.cli._model import (
 )
 from prunefw.cli._progress import ProgressBars, progress_enabled
 from prunefw.cli.report import load_model, print_report, report_data
-from prunefw.errors import InvalidArgumentError
+from prunefw.errors import InvalidArgumentError, PrunefwError, add_note
 from prunefw.history import PruningHistory
 from prunefw.permanence import make_permanent
 from prunefw.recipes import apply_recipe, load_recipe
@@ -70,6 +76,78 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One calibration batch and its number in the file (1-based), for error messages."""
+
+    number: int
+    value: Any
+
+
+def _describe_batch(batch: object) -> str:
+    """Say what a calibration batch holds: ``a tensor of shape (8, 10)``, ``a dict (...)``."""
+    if isinstance(batch, torch.Tensor):
+        return f"a tensor of shape {tuple(batch.shape)}"
+    if isinstance(batch, tuple):
+        return f"a tuple of {len(batch)} tensors of shapes " + ", ".join(
+            str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(t).__name__ for t in batch
+        )
+    if isinstance(batch, Mapping):
+        parts = [
+            f"{key}: {tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__}"
+            for key, v in batch.items()
+        ]
+        return "a dict {" + ", ".join(parts) + "}"
+    return f"a {type(batch).__name__}"
+
+
+def _failing_module(model: nn.Module, traceback: TracebackType | None) -> str:
+    """Name the innermost module of ``model`` whose code was running when the error rose."""
+    names = {id(module): name for name, module in model.named_modules()}
+    found = ""
+    frames = traceback
+    while frames is not None:
+        owner = frames.tb_frame.f_locals.get("self")
+        if owner is not None and id(owner) in names:
+            name = names[id(owner)]
+            found = f"module {name!r} ({type(owner).__name__})" if name else ""
+        frames = frames.tb_next
+    return found or f"the model ({type(model).__name__})"
+
+
+def _numbered_calibration(
+    path: Path, model: nn.Module, batches: list[Any]
+) -> tuple[list[_Batch], Forward]:
+    """Number the calibration batches; the forward names batch and module on failure.
+
+    A batch that does not fit the model (a shape mismatch, a missing keyword
+    argument) fails deep inside torch with no word of the input or the layer; the
+    error becomes an :class:`~prunefw.errors.InvalidArgumentError` naming the
+    ``--calibration`` file, the batch (number and shapes) and the module that
+    raised, with torch's message. prunefw's own errors keep their type and get
+    the batch as a note.
+    """
+
+    def forward(net: nn.Module, batch: _Batch) -> Any:
+        try:
+            return call_model(net, batch.value)
+        except PrunefwError as exc:
+            add_note(exc, f"on --calibration {path} batch #{batch.number}")
+            raise
+        except Exception as exc:
+            where = _failing_module(model, exc.__traceback__)
+            lines = str(exc).strip().splitlines()
+            reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+            notes = "".join(f" ({note})" for note in getattr(exc, "__notes__", ()))
+            raise InvalidArgumentError(
+                f"--calibration {path}: running batch #{batch.number} "
+                f"({_describe_batch(batch.value)}) through the model failed in {where}: "
+                f"{reason}{notes}"
+            ) from exc
+
+    return [_Batch(number, value) for number, value in enumerate(batches, 1)], forward
 
 
 def _write(
@@ -120,11 +198,16 @@ def run(args: argparse.Namespace) -> int:
             "end --out with / to write a directory"
         )
     model, history = load_model(args.model, args.checkpoint)
-    batches = None
+    batches: list[_Batch] | None = None
+    forward: Forward | None = None
     if args.calibration is not None:
-        batches = read_calibration(args.calibration, args.batch_size)
+        batches, forward = _numbered_calibration(
+            args.calibration, model, read_calibration(args.calibration, args.batch_size)
+        )
     with ProgressBars(enabled=progress_enabled(args.quiet)) as track:
-        contexts = apply_recipe(model, recipe, calibration_data=batches, track=track)
+        contexts = apply_recipe(
+            model, recipe, calibration_data=batches, forward=forward, track=track
+        )
     applied = PruningHistory.from_contexts(contexts)
     history = history + applied
     if args.permanent:
