@@ -16,7 +16,7 @@ import torch
 
 import prunefw.cli.report
 from prunefw.cli import main
-from prunefw.cli._files import read_checkpoint
+from prunefw.cli._files import CHECKSUM_KEY, read_checkpoint, tensor_checksum
 from prunefw.errors import CheckpointError
 from prunefw.examples import digits_mlp
 from prunefw.history import METADATA_KEY, PruningHistory
@@ -28,7 +28,7 @@ WANDA = ROOT / "docs" / "recipes" / "wanda.toml"
 DEEP = "[" * 100_000
 
 
-def prune_args(out: Path, *extra: str, recipe: Path = RECIPE) -> list[str]:
+def prune_args(out: Path | str, *extra: str, recipe: Path = RECIPE) -> list[str]:
     return ["prune", "--model", MODEL, "--recipe", str(recipe), "--out", str(out), *extra]
 
 
@@ -185,3 +185,222 @@ def test_calibration_that_does_not_fit_names_the_batch_and_the_module(tmp_path, 
     assert files(tmp_path) == ["wrong.pt"]
     torch.save([torch.rand(4, 64), (torch.rand(4, 64),)], wrong)
     assert main(prune_args(out, "-q", "--calibration", str(wrong), recipe=WANDA)) == 0
+
+
+# --- item 10: checksums of the tensors prunefw writes; truncated files ----------------------
+
+
+def _flip_tensor_byte(path: Path, tensor: torch.Tensor) -> None:
+    """Flip one byte inside ``tensor``'s bytes as stored in ``path``."""
+    data = bytearray(path.read_bytes())
+    raw = tensor.detach().contiguous().numpy().tobytes()
+    at = data.find(raw)
+    assert at >= 0 and data.find(raw, at + 1) < 0
+    data[at + len(raw) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_corrupted_tensor_bytes_are_refused_naming_the_file_and_tensor(tmp_path, capsys, suffix):
+    out = tmp_path / f"pruned{suffix}"
+    assert main(prune_args(out, "-q")) == 0
+    saved = read_checkpoint(out)  # verified: the checksums of a fresh file match
+    weight = saved.state_dict["classifier.weight_orig"]
+    _flip_tensor_byte(out, weight)
+    assert main(["report", "--model", MODEL, "--checkpoint", str(out)]) == 1
+    message = error(capsys)
+    assert message.startswith(
+        f"{out} is corrupt: the tensor 'classifier.weight_orig' does not match the sha256 "
+        "checksum prunefw stored when it wrote the file (its bytes, dtype or shape changed); "
+        "restore it from a copy or write it again"
+    )
+    assert main([*prune_args(tmp_path / "again.pt"), "--checkpoint", str(out)]) == 1
+    assert "does not match the sha256 checksum" in error(capsys)
+    assert not (tmp_path / "again.pt").exists()
+
+
+def test_a_changed_dtype_in_a_safetensors_header_is_refused(tmp_path):
+    out = tmp_path / "pruned.safetensors"
+    assert main(prune_args(out, "-q")) == 0
+    data = out.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + length])
+    header["classifier.weight_orig"]["dtype"] = "I32"  # same size: the bytes still fit
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    out.write_bytes(len(text).to_bytes(8, "little") + text + data[8 + length :])
+    with pytest.raises(CheckpointError, match=r"the tensor 'classifier\.weight_orig' does not"):
+        read_checkpoint(out)
+
+
+def test_checksum_entries_that_do_not_fit_the_tensors(tmp_path):
+    from safetensors.torch import save_file
+
+    tensors = {"a": torch.ones(3), "b": torch.zeros(2)}
+    path = tmp_path / "x.safetensors"
+    full = json.dumps({key: tensor_checksum(value) for key, value in tensors.items()})
+    save_file(tensors, path, metadata={CHECKSUM_KEY: full})
+    assert set(read_checkpoint(path).state_dict) == {"a", "b"}
+    cases = [
+        (json.dumps({"a": tensor_checksum(tensors["a"])}), "it holds the tensor 'b', which has no"),
+        (
+            json.dumps({**json.loads(full), "c": tensor_checksum(tensors["a"])}),
+            "prunefw stored a checksum of the tensor 'c', which the file does not hold",
+        ),
+        ("{not json", "its metadata entry 'prunefw.sha256' is not the JSON object"),
+        (DEEP, "its metadata entry 'prunefw.sha256' is not the JSON object"),
+        (json.dumps({"a": "short", "b": "x"}), "its metadata entry 'prunefw.sha256' is not"),
+    ]
+    for text, problem in cases:
+        save_file(tensors, path, metadata={CHECKSUM_KEY: text})
+        with pytest.raises(CheckpointError) as info:
+            read_checkpoint(path)
+        assert str(info.value).startswith(f"{path} is corrupt: {problem}")
+
+
+def test_files_written_by_others_have_no_checksum_and_still_load(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    state = digits_mlp(seed=3).state_dict()
+    plain = tmp_path / "plain.pt"
+    torch.save(state, plain)
+    safe = tmp_path / "plain.safetensors"
+    save_file({key: value.contiguous() for key, value in state.items()}, safe)
+    for path in (plain, safe):
+        loaded = read_checkpoint(path).state_dict
+        assert all(torch.equal(loaded[key], value) for key, value in state.items())
+        assert main(["report", "--model", MODEL, "--checkpoint", str(path), "-q"]) == 0
+    capsys.readouterr()
+
+
+def test_the_pytorch_file_carries_its_checksums_in_the_metadata(tmp_path):
+    out = tmp_path / "pruned.pt"
+    assert main(prune_args(out, "-q")) == 0
+    state = torch.load(out, weights_only=True)
+    sums = json.loads(state._metadata[""][CHECKSUM_KEY])
+    assert sums == {key: tensor_checksum(value) for key, value in state.items()}
+    state["classifier.bias"] += 1  # changed on purpose, metadata kept: refused, with the fix
+    torch.save(state, out)
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(out)
+    assert "delete the entry 'prunefw.sha256' of the state_dict's _metadata['']" in str(info.value)
+    del state._metadata[""][CHECKSUM_KEY]
+    torch.save(state, out)
+    assert torch.equal(read_checkpoint(out).state_dict["classifier.bias"], state["classifier.bias"])
+
+
+def test_tensor_checksum_covers_dtype_shape_and_bytes():
+    base = torch.arange(6, dtype=torch.float32)
+    digest = tensor_checksum(base)
+    assert digest == tensor_checksum(base.clone())
+    assert digest == tensor_checksum(base.reshape(2, 3).t().contiguous().t().reshape(6))
+    assert digest != tensor_checksum(base.reshape(2, 3))
+    assert digest != tensor_checksum(base.view(torch.int32))
+    changed = base.clone()
+    changed[3] = 3.0000002
+    assert digest != tensor_checksum(changed)
+    assert tensor_checksum(base.reshape(2, 3).t()) == tensor_checksum(base.reshape(2, 3).t() + 0)
+    assert tensor_checksum(torch.zeros(2, 2).to_sparse()) is None
+    assert tensor_checksum(torch.zeros(2, device="meta")) is None
+    assert tensor_checksum(torch.ones(2, dtype=torch.bfloat16)) is not None
+    assert tensor_checksum(torch.tensor(True)) is not None
+
+
+def test_truncated_and_empty_files_say_so(tmp_path):
+    out = tmp_path / "pruned.pt"
+    assert main(prune_args(out, "-q")) == 0
+    data = out.read_bytes()
+    for size in (len(data) // 3, len(data) - 30, 100):
+        out.write_bytes(data[:size])
+        with pytest.raises(CheckpointError) as info:
+            read_checkpoint(out)
+        assert str(info.value).startswith(f"{out} is truncated or corrupt: torch.load cannot")
+        assert "Invalid argument" not in str(info.value).split("(")[0]
+    out.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"is empty \(0 bytes\), not a checkpoint$"):
+        read_checkpoint(out)
+
+    safe = tmp_path / "pruned.safetensors"
+    assert main(prune_args(safe, "-q")) == 0
+    data = safe.read_bytes()
+    safe.write_bytes(data[:-10])
+    with pytest.raises(CheckpointError) as info:
+        read_checkpoint(safe)
+    assert str(info.value) == (
+        f"{safe} is truncated: it holds {len(data) - 10} bytes, its header describes "
+        f"{len(data)}; restore it from a copy or write it again"
+    )
+    safe.write_bytes(data[:5])
+    with pytest.raises(CheckpointError, match="is truncated or corrupt: it holds 5 bytes"):
+        read_checkpoint(safe)
+    safe.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"is empty \(0 bytes\)"):
+        read_checkpoint(safe)
+
+
+def test_model_directories_carry_checksums_in_every_shard(tmp_path, capsys):
+    pytest.importorskip("huggingface_hub")
+    from safetensors import safe_open
+
+    out = tmp_path / "pruned"
+    assert main([*prune_args(f"{out}/"), "-q", "--max-shard-size", "40KB"]) == 0
+    shards = sorted(out.glob("model-*.safetensors"))
+    assert len(shards) > 1
+    for shard in shards:
+        with safe_open(str(shard), framework="pt") as handle:
+            sums = json.loads(handle.metadata()[CHECKSUM_KEY])
+            assert sums == {key: tensor_checksum(handle.get_tensor(key)) for key in handle.keys()}  # noqa: SIM118
+    saved = read_checkpoint(out).state_dict
+    shard = next(s for s in shards if "features.0.weight_orig" in _keys_of(s))
+    _flip_tensor_byte(shard, saved["features.0.weight_orig"])
+    assert main(["report", "--model", MODEL, "--checkpoint", str(out)]) == 1
+    assert error(capsys).startswith(
+        f"{shard} is corrupt: the tensor 'features.0.weight_orig' does not match the sha256"
+    )
+
+
+def _keys_of(shard: Path) -> set[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(shard), framework="pt") as handle:
+        return set(handle.keys())
+
+
+def test_save_pretrained_directories_get_checksums_and_still_load(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    from safetensors import safe_open
+
+    config = transformers.LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        vocab_size=64,
+    )
+    torch.manual_seed(0)
+    source = tmp_path / "llama"
+    transformers.LlamaForCausalLM(config).save_pretrained(source)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        '[global]\ncriteria = [{ name = "magnitude", amount = 0.5 }]\n'
+        'module_types = ["Linear"]\ninclude = ["model.layers.*"]\n'
+    )
+    out = tmp_path / "out"
+    argv = ["prune", "--model", str(source), "--recipe", str(recipe), "--out", f"{out}/"]
+    assert main([*argv, "--permanent", "-q"]) == 0
+    (weights,) = out.glob("*.safetensors")
+    with safe_open(str(weights), framework="pt") as handle:
+        assert handle.metadata()["format"] == "pt"
+        assert set(json.loads(handle.metadata()[CHECKSUM_KEY])) == set(handle.keys())
+    model = transformers.LlamaForCausalLM.from_pretrained(out, local_files_only=True)
+    assert torch.equal(
+        model.state_dict()["model.layers.0.mlp.up_proj.weight"],
+        read_checkpoint(out).state_dict["model.layers.0.mlp.up_proj.weight"],
+    )
+    _flip_tensor_byte(weights, model.state_dict()["model.layers.0.mlp.up_proj.weight"])
+    capsys.readouterr()
+    assert main(["report", "--model", str(out)]) == 1
+    assert "is corrupt: the tensor 'model.layers.0.mlp.up_proj.weight' does not match" in (
+        error(capsys)
+    )

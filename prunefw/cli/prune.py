@@ -38,6 +38,7 @@ from torch import nn
 from prunefw.calibration import Forward, call_model
 from prunefw.cli._files import (
     DEFAULT_MAX_SHARD_SIZE,
+    add_checksums,
     check_directory_output,
     is_directory_path,
     read_calibration,
@@ -167,7 +168,12 @@ def _write(
         return "with pruning masks: load it with prunefw.load_pruned_state_dict"
     pretrained = is_pretrained_model(model)
     if permanent and pretrained:
-        write_directory(out, history, lambda tmp: save_pretrained_files(model, tmp, max_shard_size))
+
+        def save(tmp: Path) -> None:
+            save_pretrained_files(model, tmp, max_shard_size)
+            add_checksums(tmp)
+
+        write_directory(out, history, save)
         return f"permanent: a model directory, load it with {type(model).__name__}.from_pretrained"
 
     def fill(tmp: Path) -> None:

@@ -26,7 +26,12 @@ from torch import nn
 
 from prunefw._table import format_table
 from prunefw.checkpoint import load_pruned_state_dict
-from prunefw.cli._files import directory_has_masks, read_checkpoint, read_directory_history
+from prunefw.cli._files import (
+    directory_has_masks,
+    read_checkpoint,
+    read_directory_history,
+    verify_directory,
+)
 from prunefw.cli._model import add_model_argument, build_model, check_hf_model, hf_model_path
 from prunefw.errors import CheckpointError
 from prunefw.history import HistoryEntry, PruningHistory
@@ -71,6 +76,7 @@ def load_model(spec: str, checkpoint: Path | None) -> tuple[nn.Module, PruningHi
         checkpoint = source
     if checkpoint is None:
         if source is not None and source.is_dir():
+            verify_directory(source)  # from_pretrained read it: check what prunefw wrote
             return model, read_directory_history(source)
         return model, PruningHistory()
     saved = read_checkpoint(checkpoint)
