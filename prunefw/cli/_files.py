@@ -237,7 +237,7 @@ def tensor_checksum(tensor: torch.Tensor) -> str | None:
 
     Example:
         >>> tensor_checksum(torch.zeros(2, dtype=torch.int8))[:16]
-        '8f9a01e14e1a1e6d'
+        '0f2be2e033f8790f'
     """
     if tensor.layout != torch.strided or tensor.is_quantized or tensor.is_meta:
         return None
