@@ -33,7 +33,9 @@ from torch.nn.utils import prune
 __all__ = [
     "MASK_SUFFIX",
     "ORIG_SUFFIX",
+    "convert_mask",
     "find_pruning_hook",
+    "install_mask",
     "install_deepcopy_support",
     "is_pruned_tensor",
     "iter_pruned_tensors",
@@ -190,6 +192,83 @@ def release_mask_reference(module: nn.Module, name: str) -> None:
     for method in methods:
         if isinstance(method, prune.CustomFromMask):
             method.mask = buffer
+
+
+def install_mask(module: nn.Module, name: str, mask: torch.Tensor) -> None:
+    """Prune ``module.name`` with a finished mask, as ``prune.custom_from_mask`` would.
+
+    The result is torch's reparametrization, exactly as
+    :func:`torch.nn.utils.prune.custom_from_mask` leaves it (the Parameter moved to
+    ``name_orig``, a ``CustomFromMask`` forward pre-hook, or a ``PruningContainer``
+    if the tensor was pruned before, ``name`` recomputed with autograd history), but
+    ``mask`` itself becomes the ``name_mask`` buffer: torch's ``ones_like`` default
+    mask, the cast of the given mask and the product with the old mask are skipped,
+    so the only tensors allocated are the recomputed ``name`` (and, for a mask not
+    in the weight's dtype, the cast inside torch's ``apply_mask``). The hook refers
+    to the buffer (see :func:`release_mask_reference`).
+
+    Args:
+        module: The module.
+        name: The tensor's name.
+        mask: The complete new mask, of the tensor's shape, on its device: 0/1 in
+            any real dtype, or bool (1 byte per entry; torch's hook casts it to the
+            weight's dtype when it recomputes ``name``). It must already include
+            the current mask (entries pruned before must be 0 in it); nothing
+            checks or combines it.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> layer = nn.Linear(2, 2)
+        >>> install_mask(layer, "weight", torch.tensor([[True, False], [False, True]]))
+        >>> prune.is_pruned(layer), layer.weight_mask.dtype
+        (True, torch.bool)
+        >>> torch.equal(layer.weight, layer.weight_orig * layer.weight_mask)
+        True
+    """
+    method: prune.BasePruningMethod = prune.CustomFromMask(mask)
+    method._tensor_name = name
+    old: prune.BasePruningMethod | None = None
+    for key, hook in list(module._forward_pre_hooks.items()):
+        if isinstance(hook, prune.BasePruningMethod) and hook._tensor_name == name:
+            old = hook
+            del module._forward_pre_hooks[key]
+    if isinstance(old, prune.PruningContainer):
+        old.add_pruning_method(method)
+        method = old
+    elif old is not None:
+        container = prune.PruningContainer(old)
+        container.add_pruning_method(method)
+        method = container
+    else:
+        module.register_parameter(orig_name(name), getattr(module, name))
+        del module._parameters[name]
+    module.register_buffer(mask_name(name), mask)
+    setattr(module, name, method.apply_mask(module))
+    module.register_forward_pre_hook(method)
+
+
+def convert_mask(module: nn.Module, name: str, dtype: torch.dtype) -> None:
+    """Store the mask of the pruned ``module.name`` in ``dtype`` (e.g. ``torch.bool``).
+
+    The buffer is replaced by a converted copy (if its dtype differs) and the
+    tensor's ``CustomFromMask`` hooks are pointed at it; ``name`` is unchanged
+    (``orig * mask`` is the same in any mask dtype).
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> layer = prune.random_unstructured(nn.Linear(3, 3), "weight", amount=0.5)
+        >>> convert_mask(layer, "weight", torch.bool)
+        >>> layer.weight_mask.dtype
+        torch.bool
+    """
+    mask = mask_of(module, name)
+    if mask is None:
+        raise ValueError(f"{type(module).__name__}.{name} is not pruned")
+    if mask.dtype != dtype:
+        module._buffers[mask_name(name)] = mask.to(dtype)
+        release_mask_reference(module, name)
 
 
 def share_mask(module: nn.Module, name: str, aliases: Iterable[tuple[nn.Module, str]]) -> None:

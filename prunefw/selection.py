@@ -7,15 +7,18 @@ exactly k entries, and it is deterministic.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
 __all__ = [
+    "KeySource",
+    "Reduce",
     "at_least",
     "float_keys",
     "largest_k",
     "select_kth",
+    "select_ranks",
     "smallest_k",
     "smallest_k_per_row",
 ]
@@ -25,7 +28,10 @@ _BUCKETS = 1 << _DIGIT_BITS
 # Vectors up to this size use torch.kthvalue; larger ones a radix select in chunks,
 # which needs no copy of the whole vector (kthvalue copies it) and runs faster.
 _KTHVALUE_MAX = 1 << 20
-_CHUNK = 1 << 22
+# Keys are processed in chunks of this many entries (4 MiB of int32 scratch): small
+# enough to stay in cache between the few in-place ops of a pass, large enough that
+# per-op overhead does not matter.
+_CHUNK = 1 << 20
 
 
 def float_keys(scores: torch.Tensor, bits: int, non_negative: bool) -> torch.Tensor:
@@ -44,45 +50,169 @@ def float_keys(scores: torch.Tensor, bits: int, non_negative: bool) -> torch.Ten
     return keys
 
 
+#: Combines this process's histogram of one radix pass with the other processes'
+#: (e.g. an all-reduce SUM); see :func:`select_kth`.
+Reduce = Callable[[torch.Tensor], torch.Tensor]
+
+#: What :func:`select_kth` reads: called once per pass, returns a fresh iterator of
+#: ``(keys, survivors)`` pairs (see :func:`select_kth`).
+KeySource = Callable[[], Iterator[tuple[torch.Tensor, "torch.Tensor | None"]]]
+
+
 def select_kth(
-    source: Callable[[], Iterator[tuple[torch.Tensor, torch.Tensor | None]]],
+    source: KeySource,
     k: int,
     bits: int,
+    *,
+    reduce: Reduce | None = None,
 ) -> tuple[int, int]:
     """Find the k-th smallest key (1-based) over all survivors, by radix select.
 
+    Each pass reads every key once and builds a histogram of one 16-bit digit of the
+    keys still in question (``bits // 16`` passes), in fixed-size chunks through
+    scratch buffers allocated once, so a pass allocates nothing per key.
+
     Args:
-        source: Returns a fresh iterator of ``(keys, survivors)`` per target; called
-            once per pass.
+        source: Returns a fresh iterator of ``(keys, survivors)`` pairs; called once
+            per pass. ``keys`` is a 1-D int32 (``bits=32``) or int64 (``bits=64``)
+            tensor, ``survivors`` a bool tensor of the same shape (``False``: the
+            entry is already pruned and does not count) or ``None`` (all count).
+            The iterator may reuse the tensors it yielded once the next pair is
+            asked for.
         k: Rank to find, ``1 <= k <= number of survivors``.
         bits: Width of the keys (32 or 64).
+        reduce: Applied to every histogram before it is used, once per pass (an
+            int64 tensor of shape ``(1, 65536)``; it must return the same shape):
+            for a key set split over processes, an all-reduce SUM makes every
+            process find the same global k-th key (``k`` is then a global rank).
+            ``None``: the identity.
 
     Returns:
         ``(key, count_less)``: the k-th smallest key and how many keys are smaller.
+
+    Raises:
+        ValueError: ``bits`` is not 32 or 64, or fewer than ``k`` survivors.
+
+    Example:
+        >>> keys = torch.tensor([7, -3, 5, 5, 0], dtype=torch.int32)
+        >>> select_kth(lambda: iter([(keys, None)]), 3, 32)
+        (5, 2)
     """
-    high: int | None = None  # the signed value of the digits fixed so far
-    count_less = 0
+    ((key, count_less),) = select_ranks(source, [k], bits, reduce=reduce)
+    return key, count_less
+
+
+def select_ranks(
+    source: KeySource,
+    ranks: Sequence[int],
+    bits: int,
+    *,
+    reduce: Reduce | None = None,
+) -> list[tuple[int, int]]:
+    """:func:`select_kth` for several ranks at once, in the same passes over the keys.
+
+    Ranks whose candidates share a digit prefix share a histogram; each pass builds
+    one histogram per distinct prefix, and ``reduce`` is called once per pass on all
+    of them stacked (shape ``(number of distinct prefixes, 65536)``).
+
+    Args:
+        source: As for :func:`select_kth`.
+        ranks: 1-based ranks, each ``1 <= k <= number of survivors``.
+        bits: Width of the keys (32 or 64).
+        reduce: As for :func:`select_kth`.
+
+    Returns:
+        ``(key, count_less)`` for each rank, in order.
+
+    Example:
+        >>> keys = torch.tensor([7, -3, 5, 5, 0], dtype=torch.int32)
+        >>> select_ranks(lambda: iter([(keys, None)]), [1, 5], 32)
+        [(-3, 0), (7, 4)]
+    """
+    if bits not in (32, 64):
+        raise ValueError(f"bits must be 32 or 64, got {bits}")
+    if not ranks:
+        return []
+    # Per rank: the signed value of the digits fixed so far (None before the first
+    # pass) and how many survivors lie below the candidates.
+    prefixes: list[int | None] = [None] * len(ranks)
+    below = [0] * len(ranks)
+    scratch = _DigitScratch(bits)
     for level in range(bits // _DIGIT_BITS):
         shift = bits - _DIGIT_BITS * (level + 1)
-        histogram: torch.Tensor | int = 0
+        distinct: list[int | None] = [None]
+        if level:
+            distinct = list(sorted({p for p in prefixes if p is not None}))
+        histograms = torch.zeros((len(distinct), _BUCKETS + 1), dtype=torch.int64)
+        seen = False
         for keys, survivors in source():
-            candidates = keys if survivors is None else keys[survivors]
-            if high is not None:
-                candidates = candidates[(candidates >> (shift + _DIGIT_BITS)) == high]
-            digits = candidates >> shift
-            if level == 0:
-                digits += _BUCKETS >> 1  # signed top digit -> 0 .. 65535
-            else:
-                digits &= _BUCKETS - 1
-            histogram += torch.bincount(digits, minlength=_BUCKETS)
-        assert isinstance(histogram, torch.Tensor), "select_kth needs at least one key"
-        cumulative = histogram.cumsum(0)
-        rank = torch.tensor([k - count_less], device=cumulative.device)
-        digit = int(torch.searchsorted(cumulative, rank)[0])
-        count_less += int(cumulative[digit - 1]) if digit else 0
-        high = digit - (_BUCKETS >> 1) if high is None else (high << _DIGIT_BITS) | digit
-    assert high is not None
-    return high, count_less
+            seen = True
+            for start in range(0, keys.numel(), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                alive = None if survivors is None else survivors[start : start + _CHUNK]
+                for row, prefix in enumerate(distinct):
+                    digits = scratch.digits(chunk, alive, shift, prefix)
+                    histograms[row].index_add_(0, digits, scratch.ones[: digits.numel()])
+        if not seen:
+            raise ValueError("select_kth needs at least one key")
+        counts = histograms[:, 1:]  # bucket 0 holds the entries out of question
+        if reduce is not None:
+            counts = reduce(counts)
+        cumulative = counts.cumsum(1)
+        for i, k in enumerate(ranks):
+            prefix = prefixes[i]
+            row = distinct.index(prefix)
+            wanted = k - below[i]
+            if wanted < 1 or wanted > int(cumulative[row, -1]):
+                raise ValueError(f"rank {k} is out of range: not that many survivors")
+            rank = torch.tensor([wanted], dtype=torch.int64)
+            digit = int(torch.searchsorted(cumulative[row], rank)[0])
+            below[i] += int(cumulative[row, digit - 1]) if digit else 0
+            prefixes[i] = (
+                digit - (_BUCKETS >> 1) if prefix is None else (prefix << _DIGIT_BITS) | digit
+            )
+    return [(int(p), b) for p, b in zip(prefixes, below, strict=True) if p is not None]
+
+
+class _DigitScratch:
+    """Buffers for one radix pass, allocated once: digits, candidate flags, ones."""
+
+    def __init__(self, bits: int) -> None:
+        dtype = torch.int64 if bits == 64 else torch.int32
+        self.buffer = torch.empty(_CHUNK, dtype=dtype)
+        self.flags = torch.empty(_CHUNK, dtype=torch.bool)
+        self.ones = torch.ones(1, dtype=torch.int64).expand(_CHUNK)
+
+    def digits(
+        self,
+        keys: torch.Tensor,
+        survivors: torch.Tensor | None,
+        shift: int,
+        prefix: int | None,
+    ) -> torch.Tensor:
+        """Bucket + 1 of each key's digit at ``shift``; 0 for keys out of question.
+
+        Out of question: a non-survivor, or (after the first pass) a key whose
+        higher digits differ from ``prefix``.
+        """
+        n = keys.numel()
+        digits = self.buffer[:n]
+        if prefix is None:
+            torch.bitwise_right_shift(keys, shift, out=digits)
+            digits.add_((_BUCKETS >> 1) + 1)  # signed top digit -> 1 .. 65536
+            if survivors is not None:
+                digits.mul_(survivors)
+            return digits
+        flags = self.flags[:n]
+        torch.bitwise_right_shift(keys, shift + _DIGIT_BITS, out=digits)
+        torch.eq(digits, prefix, out=flags)
+        if survivors is not None:
+            flags.logical_and_(survivors)
+        torch.bitwise_right_shift(keys, shift, out=digits)
+        digits.bitwise_and_(_BUCKETS - 1)
+        digits.add_(1)
+        digits.mul_(flags)
+        return digits
 
 
 def smallest_k(scores: torch.Tensor, k: int) -> torch.Tensor:

@@ -205,3 +205,203 @@ def test_select_kth_matches_sorting_on_signed_keys():
         key, less = select_kth(lambda: iter([(c, None) for c in chunks]), k, 32)
         assert key == int(flat[k - 1])
         assert less == int((flat < key).sum())
+
+
+# --- chunks, the sampled window, its fallback, reduce (issue 13) ----------------------------
+
+from prunefw.contexts import streaming as _streaming  # noqa: E402
+from prunefw.selection import select_ranks  # noqa: E402
+
+
+@pytest.fixture
+def tiny_chunks(monkeypatch):
+    """Chunks of 64 entries and a sample of 16 keys, so small models take every path."""
+    from prunefw import selection
+
+    monkeypatch.setattr(_streaming, "CHUNK", 64)
+    monkeypatch.setattr(_streaming, "SAMPLE", 16)
+    monkeypatch.setattr(selection, "_CHUNK", 64)
+
+
+def big_model(seed: int = 0, quantum: float | None = None, dtype=torch.float32) -> nn.Module:
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(61, 37), nn.Conv1d(3, 5, 4), nn.Linear(37, 29)).to(dtype)
+    if quantum is not None:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_((p / quantum).round() * quantum)
+    return model
+
+
+@pytest.mark.parametrize("criteria", CASES)
+@pytest.mark.parametrize("quantum", [None, 0.02, 1.0])
+def test_chunked_and_sampled_selection_gives_the_default_masks(tiny_chunks, criteria, quantum):
+    default, streaming = both(criteria, lambda: big_model(quantum=quantum))
+    for a, b in zip(masks(default), masks(streaming), strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_chunked_selection_in_other_dtypes_on_top_of_earlier_pruning(tiny_chunks, dtype):
+    def model_factory():
+        model = big_model(1, quantum=0.01, dtype=dtype)
+        GlobalPruningContext(model, RandomCriterion(0.3, seed=1), strategy="streaming").prune()
+        return model
+
+    default, streaming = both(
+        lambda: [MagnitudeCriterion(amount=0.4), PercentileCriterion(0.1, 0.8), SignedScores(0.3)],
+        model_factory,
+    )
+    for a, b in zip(masks(default), masks(streaming), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_a_misleading_sample_falls_back_to_the_radix_select(tiny_chunks, monkeypatch):
+    calls = []
+
+    def wrong_window(sample, rank, n):
+        calls.append(rank)
+        top = int(sample.max())
+        return _streaming._Window(top + 1, None)  # above every key: the k-th is below it
+
+    monkeypatch.setattr(_streaming, "_window", wrong_window)
+    default, streaming = both(
+        lambda: [MagnitudeCriterion(amount=0.5), PercentileCriterion(0.2, 0.7)],
+        lambda: big_model(quantum=0.02),
+    )
+    assert calls  # the window was used, missed, and the radix select took over
+    for a, b in zip(masks(default), masks(streaming), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_reduce_hook_sees_the_count_and_every_histogram(tiny_chunks):
+    from prunefw.contexts.base import PruningContext
+
+    seen = []
+
+    def reduce(t: torch.Tensor) -> torch.Tensor:
+        seen.append((t.dtype, tuple(t.shape)))
+        return t
+
+    model, reference = big_model(quantum=0.05), big_model(quantum=0.05)
+    ctx = GlobalPruningContext(model, PercentileCriterion(0.1, 0.9), strategy="streaming")
+
+    class Reducing(PruningContext):  # the context's prune(), streaming with a reduce hook
+        targets, model, steps = ctx.targets, ctx.model, ctx.steps
+
+        def _prune(self, step_done):
+            _streaming.prune_streaming(ctx._criteria[0], self.targets, reduce=reduce)
+
+    Reducing().prune()
+    GlobalPruningContext(reference, PercentileCriterion(0.1, 0.9)).prune()
+    assert seen[0] == (torch.int64, (1,))  # the survivor count
+    # then the radix select: 2 passes (32-bit keys), each one call with both ranks' rows
+    assert [s for _, s in seen[1:]] in ([(1, 65536), (2, 65536)], [(1, 65536), (1, 65536)])
+    for a, b in zip(masks(model), masks(reference), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_select_kth_reduce_makes_ranks_global():
+    """Two processes holding the same keys: a SUM reduce doubles every count."""
+    gen = torch.Generator().manual_seed(2)
+    keys = torch.randint(-1000, 1000, (5000,), generator=gen, dtype=torch.int32)
+    doubled = torch.cat([keys, keys]).to(torch.int64).sort().values
+    calls = []
+
+    def reduce(h):
+        calls.append(h.shape)
+        return 2 * h
+
+    for k in (1, 2, 3, 4999, 5000, 10_000):
+        key, less = select_kth(lambda: iter([(keys, None)]), k, 32, reduce=reduce)
+        assert key == int(doubled[k - 1])
+        assert less == int((doubled < key).sum())
+    assert len(calls) == 6 * 2  # one call per pass, two passes per select
+
+
+def test_select_ranks_shares_passes_and_respects_survivors():
+    gen = torch.Generator().manual_seed(3)
+    keys = torch.randint(-(2**31), 2**31, (3000,), generator=gen, dtype=torch.int64)
+    alive = torch.rand(3000, generator=gen) < 0.6
+    chunks = [(keys[:1000], alive[:1000]), (keys[1000:], alive[1000:])]
+    survivors = keys[alive].sort().values
+    ranks = [1, 17, survivors.numel() // 2, survivors.numel()]
+    got = select_ranks(lambda: iter(chunks), ranks, 64)
+    for (key, less), k in zip(got, ranks, strict=True):
+        assert key == int(survivors[k - 1]) and less == int((survivors < key).sum())
+    with pytest.raises(ValueError, match="out of range"):
+        select_ranks(lambda: iter(chunks), [survivors.numel() + 1], 64)
+
+
+def test_masks_are_written_once_in_place_no_custom_from_mask(monkeypatch):
+    """Streaming builds torch's reparametrization with its final mask directly."""
+    calls = []
+    monkeypatch.setattr(prune, "custom_from_mask", lambda *a, **k: calls.append(a))
+    model, reference = make_model(), make_model()
+    GlobalPruningContext(model, MagnitudeCriterion(amount=0.5), strategy="streaming").prune()
+    GlobalPruningContext(reference, MagnitudeCriterion(amount=0.3), strategy="streaming").prune()
+    assert calls == []
+    for module in (model[0], model[2], model[3]):
+        assert module.weight_mask.dtype == torch.float32
+        assert isinstance(next(iter(module._forward_pre_hooks.values())), prune.CustomFromMask)
+    # On top of earlier pruning: a PruningContainer, exactly as custom_from_mask makes it.
+    GlobalPruningContext(reference, MagnitudeCriterion(amount=0.3), strategy="streaming").prune()
+    hook = next(iter(reference[0]._forward_pre_hooks.values()))
+    assert isinstance(hook, prune.PruningContainer) and len(hook._pruning_methods) == 2
+    assert all(m.mask is reference[0].weight_mask for m in hook._pruning_methods)
+    assert reference[0].weight.grad_fn is not None  # recomputed with autograd, like torch's
+
+
+def test_failure_after_masks_were_installed_leaves_model_untouched(monkeypatch):
+    installed = []
+    real = _streaming.install_mask
+
+    def spy(module, name, mask):
+        installed.append(module)
+        real(module, name, mask)
+
+    monkeypatch.setattr(_streaming, "install_mask", spy)
+
+    class FailsLate(SignedScores):
+        name = "fails-late"
+
+        def importance_scores(self, module, name):
+            if len(installed) >= 2:
+                raise RuntimeError("scores failed after two masks")
+            return super().importance_scores(module, name)
+
+    for prior in (False, True):
+        model = make_model()
+        if prior:
+            GlobalPruningContext(
+                model, MagnitudeCriterion(amount=0.2), strategy="streaming"
+            ).prune()
+        before = model_state(model)
+        installed.clear()
+        ctx = GlobalPruningContext(
+            model, [MagnitudeCriterion(amount=0.3), FailsLate(0.2)], strategy="streaming"
+        )
+        with pytest.raises(RuntimeError, match="after two masks"):
+            ctx.prune()
+        assert len(installed) >= 2
+        assert model_state(model) == before
+
+
+def test_threads_setting_of_the_caller_is_kept():
+    before = torch.get_num_threads()
+    GlobalPruningContext(make_model(), MagnitudeCriterion(amount=0.5), strategy="streaming").prune()
+    assert torch.get_num_threads() == before
+
+
+def test_the_sampled_window_usually_decides_alone(tiny_chunks, monkeypatch):
+    radix = []
+    monkeypatch.setattr(
+        _streaming, "select_ranks", lambda *a, **k: radix.append(a) or select_ranks(*a, **k)
+    )
+    for seed in range(5):
+        default, streaming = both(
+            lambda: [MagnitudeCriterion(amount=0.5)], lambda s=seed: big_model(s)
+        )
+        for a, b in zip(masks(default), masks(streaming), strict=True):
+            assert torch.equal(a, b)
+    assert len(radix) <= 1  # a 6-sigma window: the fallback is for rare misses
