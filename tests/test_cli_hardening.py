@@ -7,16 +7,32 @@ and nothing written or changed.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
 from collections import OrderedDict
 from pathlib import Path
 
 import pytest
 import torch
 
+import prunefw.cli.prune
 import prunefw.cli.report
 from prunefw.cli import main
-from prunefw.cli._files import CHECKSUM_KEY, read_checkpoint, tensor_checksum
+from prunefw.cli._files import (
+    CHECKSUM_KEY,
+    STALE_AFTER,
+    _temp_path,
+    read_checkpoint,
+    remove_stale_temporaries,
+    tensor_checksum,
+    write_checkpoint,
+)
 from prunefw.errors import CheckpointError
 from prunefw.examples import digits_mlp
 from prunefw.history import METADATA_KEY, PruningHistory
@@ -404,3 +420,333 @@ def test_save_pretrained_directories_get_checksums_and_still_load(tmp_path, caps
     assert "is corrupt: the tensor 'model.layers.0.mlp.up_proj.weight' does not match" in (
         error(capsys)
     )
+
+
+# --- item 11: --out: directories, files in the way, permissions, modes, symlinks, signals -----
+
+
+def test_a_directory_given_as_a_file_output_is_named_not_the_temp_file(tmp_path):
+    directory = tmp_path / "adir"
+    directory.mkdir()
+    with pytest.raises(CheckpointError) as info:
+        write_checkpoint(directory, {"w": torch.ones(1)}, PruningHistory())
+    assert str(info.value) == (
+        f"{directory} is a directory, so a checkpoint file cannot replace it; end the path "
+        "with / to write a model directory into it, or choose a file name"
+    )
+    assert files(tmp_path) == ["adir"] and files(directory) == []
+
+
+def test_out_under_a_regular_file(tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    for out in (tmp_path / "afile" / "x.pt", tmp_path / "afile" / "sub" / "x.pt"):
+        assert main(prune_args(out)) == 1
+        assert error(capsys) == (
+            f"{out}: cannot write a checkpoint there: {tmp_path / 'afile'} is a file, not a "
+            "directory"
+        )
+    pytest.importorskip("huggingface_hub")
+    assert main(prune_args(f"{tmp_path / 'afile' / 'd'}/")) == 1
+    assert error(capsys) == (
+        f"{tmp_path / 'afile' / 'd'}: cannot write a model directory there: "
+        f"{tmp_path / 'afile'} is a file, not a directory"
+    )
+    assert files(tmp_path) == ["afile"]
+
+
+def test_an_empty_out_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(prune_args(""))
+    assert info.value.code == 2
+    assert (
+        "argument --out: expected a file, or a directory ending with /, got an empty path"
+        in capsys.readouterr().err
+    )
+    with pytest.raises(CheckpointError, match="the output path is empty"):
+        write_checkpoint("", {"w": torch.ones(1)}, PruningHistory())
+
+
+def test_other_things_in_the_way_of_out(tmp_path, capsys):
+    assert main(prune_args(Path("/dev/null"))) == 1
+    assert error(capsys) == (
+        "/dev/null exists and is not a regular file; prunefw replaces regular files only: "
+        "choose another name"
+    )
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(loop)
+    assert main(prune_args(loop)) == 1
+    assert error(capsys) == (
+        f"{loop} is a symlink that leads to no file (a loop of symlinks); remove it or choose "
+        "another name"
+    )
+
+
+def test_an_unwritable_out_fails_before_the_work_with_a_clear_message(
+    tmp_path, capsys, monkeypatch
+):
+    import prunefw.cli._files as files_module
+
+    out = tmp_path / "ro" / "x.pt"
+    out.parent.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(
+        files_module.os, "access", lambda p, mode: p != out.parent and real_access(p, mode)
+    )
+    monkeypatch.setattr(prunefw.cli.prune, "apply_recipe", _must_not_run)
+    assert main(prune_args(out)) == 1
+    assert error(capsys) == (
+        f"{out}: cannot write a checkpoint there: permission denied ({out.parent} is not writable)"
+    )
+
+
+def _must_not_run(*args, **kwargs):
+    raise AssertionError("the work ran although --out cannot be written")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_a_read_only_directory_for_real(tmp_path, capsys):
+    directory = tmp_path / "ro"
+    directory.mkdir(mode=0o500)
+    assert main(prune_args(directory / "x.pt")) == 1
+    assert "permission denied" in error(capsys)
+
+
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "No space left on device"),
+        (PermissionError(errno.EACCES, "Permission denied"), "Permission denied (is "),
+        (RuntimeError("PytorchStreamWriter failed writing file data/0"), "RuntimeError: "),
+    ],
+)
+def test_a_failing_write_names_the_output_and_leaves_nothing(
+    tmp_path, capsys, monkeypatch, failure, reason
+):
+    import prunefw.cli._files as files_module
+
+    def failing(data, tmp):
+        tmp.write_bytes(b"partial")
+        raise failure
+
+    monkeypatch.setattr(files_module, "_torch_save", failing)
+    out = tmp_path / "out.pt"
+    out.write_bytes(b"old")
+    assert main(prune_args(out)) == 1
+    message = error(capsys)
+    assert message.startswith(f"{out}: cannot write: {reason}")
+    assert message.endswith("; nothing was written") and ".prunefw-tmp" not in message
+    assert files(tmp_path) == ["out.pt"] and out.read_bytes() == b"old"
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_an_existing_file_keeps_its_mode_and_new_files_get_the_umask_mode(tmp_path, suffix):
+    out = tmp_path / f"secret{suffix}"
+    out.write_bytes(b"")
+    out.chmod(0o600)
+    assert main(prune_args(out, "-q")) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    out.chmod(0o640)
+    assert main(prune_args(out, "-q")) == 0
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640
+    assert read_checkpoint(out).history
+    old = os.umask(0o027)
+    try:
+        fresh = tmp_path / f"fresh{suffix}"
+        assert main(prune_args(fresh, "-q")) == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(fresh.stat().st_mode) == 0o640  # 0o666 less the umask
+
+
+def test_a_symlink_out_is_written_through(tmp_path, capsys):
+    real = tmp_path / "store" / "real.pt"
+    real.parent.mkdir()
+    real.write_bytes(b"old")
+    real.chmod(0o600)
+    link = tmp_path / "link.pt"
+    link.symlink_to(real)
+    assert main(prune_args(link, "-q")) == 0
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert stat.S_IMODE(real.stat().st_mode) == 0o600
+    assert "classifier.weight_mask" in read_checkpoint(real).state_dict
+    assert files(real.parent) == ["real.pt"] and files(tmp_path) == ["link.pt", "store"]
+    dangling = tmp_path / "dangling.pt"
+    dangling.symlink_to(tmp_path / "store" / "new.pt")
+    assert main(prune_args(dangling, "-q")) == 0
+    assert dangling.is_symlink() and (tmp_path / "store" / "new.pt").is_file()
+
+
+def test_a_symlink_to_a_model_directory_is_written_through(tmp_path):
+    pytest.importorskip("huggingface_hub")
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "tokenizer.json").write_text("{}")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    assert main(prune_args(f"{link}/", "-q")) == 0
+    assert link.is_symlink()
+    assert files(real) == ["model.safetensors", "prunefw_history.json", "tokenizer.json"]
+    (real / "model.safetensors").chmod(0o600)
+    assert main(prune_args(f"{link}/", "-q")) == 0
+    assert stat.S_IMODE((real / "model.safetensors").stat().st_mode) == 0o600
+    assert files(tmp_path) == ["link", "real"]
+
+
+SLOW_WRITER = """
+import sys, time
+import {module} as module
+
+real = module.{writer}
+
+
+def slow(*args):
+    real(*args)
+    print("writing", flush=True)
+    time.sleep(60)
+
+
+module.{writer} = slow
+from prunefw.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _start_slow_write(
+    tmp_path: Path, out: str, writer: str = "prunefw.cli._files._torch_save"
+) -> subprocess.Popen:
+    module, _, name = writer.rpartition(".")
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_WRITER.format(module=module, writer=name))
+    process = subprocess.Popen(
+        [sys.executable, str(script), *prune_args(out, "-q")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert process.stdout.readline() == "writing\n"
+    return process
+
+
+def _temporaries(directory: Path) -> list[str]:
+    return [name for name in files(directory) if name.endswith(".prunefw-tmp")]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_during_the_write_removes_the_temporary_file(tmp_path, signum):
+    out = tmp_path / "out" / "pruned.pt"
+    process = _start_slow_write(tmp_path, str(out))
+    assert len(_temporaries(out.parent)) == 1
+    process.send_signal(signum)
+    assert process.wait(timeout=60) == -signum  # the signal still ends the process
+    assert files(out.parent) == []
+
+
+def test_sigterm_during_a_directory_write_removes_the_temporary_directory(tmp_path):
+    pytest.importorskip("huggingface_hub")
+    out = tmp_path / "out"
+    process = _start_slow_write(tmp_path, f"{out}/", writer="prunefw.cli.prune.write_shards")
+    assert len(_temporaries(tmp_path)) == 1
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == -signal.SIGTERM
+    assert _temporaries(tmp_path) == [] and not out.exists()
+
+
+def test_a_previous_sigterm_handler_runs_and_is_restored(tmp_path, monkeypatch):
+    import prunefw.cli._files as files_module
+
+    real = files_module._torch_save
+
+    def interrupted(data, tmp):
+        real(data, tmp)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler interrupts this
+
+    calls = []
+
+    def handler(signum, frame):
+        calls.append(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        monkeypatch.setattr(files_module, "_torch_save", interrupted)
+        out = tmp_path / "out.pt"
+        with pytest.raises(CheckpointError, match=r"out\.pt: not written: interrupted by SIGTERM"):
+            write_checkpoint(out, {"w": torch.ones(2)}, PruningHistory())
+        assert calls == [signal.SIGTERM]
+        assert signal.getsignal(signal.SIGTERM) is handler
+        assert files(tmp_path) == []
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # ignored stays ignored: the write goes on
+        write_checkpoint(out, {"w": torch.ones(2)}, PruningHistory())
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+        assert files(tmp_path) == ["out.pt"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigkill_leaves_a_temporary_file_that_a_later_run_removes(tmp_path, capsys):
+    out = tmp_path / "pruned.pt"
+    process = _start_slow_write(tmp_path, str(out))
+    process.kill()
+    process.wait(timeout=60)
+    (left,) = _temporaries(tmp_path)
+    assert left.startswith(".pruned.pt.") and not out.exists()
+    assert main(prune_args(out, "-q")) == 0
+    assert _temporaries(tmp_path) == [left]  # changed within the last minute: kept
+    past = time.time() - STALE_AFTER - 5
+    os.utime(tmp_path / left, (past, past))
+    assert main(prune_args(out, "-q")) == 0
+    assert _temporaries(tmp_path) == []
+
+
+def test_stale_temporaries_are_removed_only_when_safe(tmp_path):
+    out = tmp_path / "model"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(dead.stdout)
+    host = _temp_path(out).name.split(".")[2].rsplit("-", 1)[0]
+    names = {
+        "dead": f".model.{host}-{dead_pid}.prunefw-tmp",
+        "alive": f".model.{host}-{os.getppid()}.prunefw-tmp",
+        "other host": f".model.otherhost-{dead_pid}.prunefw-tmp",
+        "other output": f".model2.{host}-{dead_pid}.prunefw-tmp",
+        "not ours": f".model.{host}-{dead_pid}.tmp",
+        "dead dir": f".model.{host}-{dead_pid + 1}.prunefw-tmp",
+        "symlink": f".model.{host}-{dead_pid + 2}.prunefw-tmp",
+    }
+    for key, name in names.items():
+        if key == "dead dir":
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "model.safetensors").write_bytes(b"x")
+        elif key == "symlink":
+            (tmp_path / name).symlink_to(tmp_path / "target")
+        else:
+            (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "target").write_bytes(b"keep")
+    past = time.time() - STALE_AFTER - 5
+    for name in names.values():
+        os.utime(tmp_path / name, (past, past), follow_symlinks=False)
+    os.utime(tmp_path / names["dead dir"] / "model.safetensors", (past, past))
+    if _alive_pid(dead_pid + 1) or _alive_pid(dead_pid + 2):
+        pytest.skip("a process took one of the test's dead pids")
+    removed = remove_stale_temporaries(out)
+    assert sorted(path.name for path in removed) == sorted([names["dead"], names["dead dir"]])
+    left = set(files(tmp_path))
+    assert left == {*names.values(), "target"} - {names["dead"], names["dead dir"]}
+    assert (tmp_path / "target").read_bytes() == b"keep"
+
+
+def _alive_pid(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True

@@ -37,11 +37,17 @@ renamed into place (or, if it exists, moved in file by file).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
+import socket
+import stat
+import threading
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -51,7 +57,7 @@ from typing import Any
 
 import torch
 
-from prunefw.errors import CheckpointError
+from prunefw.errors import CheckpointError, PrunefwError
 from prunefw.history import METADATA_KEY, PruningHistory
 from prunefw.reparametrization import split_reparametrized_key
 
@@ -63,8 +69,10 @@ __all__ = [
     "SAFETENSORS_SUFFIX",
     "Checkpoint",
     "check_directory_output",
+    "check_file_output",
     "directory_has_masks",
     "is_directory_path",
+    "output_path",
     "read_calibration",
     "read_checkpoint",
     "read_directory_history",
@@ -580,14 +588,295 @@ def directory_has_masks(directory: str | Path) -> bool:
     return any(split_reparametrized_key(key, keys) is not None for key in keys)
 
 
-def _atomic(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+# --- writing: atomic, mode kept, symlinks followed, nothing left behind on SIGTERM -------------
+
+#: Temporary files and directories older than this (seconds since their last change),
+#: of a process that is gone, are removed by the next write of the same output.
+STALE_AFTER = 60.0
+
+_TEMP_SUFFIX = ".prunefw-tmp"
+_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:32] or "host"
+
+
+def _temp_path(path: Path) -> Path:
+    """``.NAME.HOST-PID.prunefw-tmp`` next to ``path``: whose it is, in its name."""
+    return path.with_name(f".{path.name[:150]}.{_host()}-{os.getpid()}{_TEMP_SUFFIX}")
+
+
+def output_path(path: str | Path) -> Path:
+    """The path prunefw writes for ``--out``: ``path``, or the target of the symlink at it.
+
+    An ``--out`` that is a symlink is written *through*: the file (or directory) it
+    points to is replaced and the symlink stays, as shell redirection does. A
+    dangling symlink gets its target created.
+
+    Raises:
+        CheckpointError: ``path`` is empty, or a symlink loop.
+
+    Example:
+        >>> output_path("pruned.pt")
+        PosixPath('pruned.pt')
+    """
+    text = str(path)
+    if not text.strip():
+        raise CheckpointError("the output path is empty: name a file, or a directory ending with /")
+    result = Path(text)
+    if result.is_symlink():
+        target = Path(os.path.realpath(result))
+        if target.is_symlink():
+            raise CheckpointError(
+                f"{result} is a symlink that leads to no file (a loop of symlinks); remove it "
+                "or choose another name"
+            )
+        result = target
+    return result
+
+
+def _existing_ancestor(path: Path) -> Path:
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent
+
+
+def _check_parent(path: Path, what: str) -> None:
+    """Check that the parent directories of ``path`` exist or can be created."""
+    ancestor = _existing_ancestor(path)
+    if not ancestor.is_dir():
+        raise CheckpointError(
+            f"{path}: cannot write {what} there: {ancestor} is a file, not a directory"
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise CheckpointError(
+            f"{path}: cannot write {what} there: permission denied ({ancestor} is not writable)"
+        )
+
+
+def check_file_output(path: str | Path) -> Path:
+    """Check that a checkpoint file can be written at ``path`` (before any work is done).
+
+    Returns:
+        The path to write (see :func:`output_path`).
+
+    Raises:
+        CheckpointError: ``path`` is empty, a directory, something other than a
+            regular file (a device, a socket), a symlink loop, or under a file
+            or an unwritable directory.
+    """
+    target = output_path(path)
+    if target.is_dir():
+        raise CheckpointError(
+            f"{target} is a directory, so a checkpoint file cannot replace it; end the path "
+            "with / to write a model directory into it, or choose a file name"
+        )
+    if target.exists() and not target.is_file():
+        raise CheckpointError(
+            f"{target} exists and is not a regular file; prunefw replaces regular files only: "
+            "choose another name"
+        )
+    _check_parent(target, "a checkpoint")
+    return target
+
+
+def _alive(pid: int) -> bool:
     try:
-        write(tmp)
-        os.replace(tmp, path)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+def _last_change(path: Path) -> float:
+    """The newest modification time of ``path`` and, for a directory, what it holds."""
+    newest = os.lstat(path).st_mtime
+    if path.is_dir() and not path.is_symlink():
+        for root, dirs, files in os.walk(path):
+            for name in dirs + files:
+                with contextlib.suppress(OSError):
+                    newest = max(newest, os.lstat(os.path.join(root, name)).st_mtime)
+    return newest
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove what killed runs left while writing ``path``; return what was removed.
+
+    A run killed with SIGKILL (or a power cut) leaves its temporary file or
+    directory, ``.NAME.HOST-PID.prunefw-tmp``, next to the output. One is removed
+    only when all of this holds: its name is prunefw's for this output, written on
+    this host; its process (PID) is gone; it is owned by the current user and is
+    not a symlink; nothing in it changed for :data:`STALE_AFTER` seconds. Anything
+    else is left alone.
+    """
+    path = Path(path)
+    if os.name != "posix":  # os.kill(pid, 0) terminates processes elsewhere
+        return []
+    pattern = re.compile(
+        rf"\.{re.escape(path.name[:150])}\.{re.escape(_host())}-(\d+){re.escape(_TEMP_SUFFIX)}"
+    )
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return []
+    removed = []
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None or int(match.group(1)) == os.getpid() or _alive(int(match.group(1))):
+            continue
+        stale = path.parent / name
+        try:
+            info = os.lstat(stale)
+            if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid():
+                continue
+            if time.time() - _last_change(stale) < STALE_AFTER:
+                continue
+            if stat.S_ISDIR(info.st_mode):
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
+        except OSError:
+            continue
+        removed.append(stale)
+    return removed
+
+
+class _Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived while a temporary file existed."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _clean_exit_on_signals(path: Path) -> Iterator[None]:
+    """While writing ``path``: SIGTERM and SIGHUP clean up, then act as they would have.
+
+    The signal becomes an exception, so the ``finally`` blocks of the writer
+    remove the temporary file; then the previous handlers are restored and the
+    signal is raised again: by default the process ends by it (exit status of
+    SIGTERM). If the previous handler returns instead, the write is reported as
+    interrupted. Signals that were ignored stay ignored; outside the main thread
+    (where Python cannot set handlers) nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if not caught:  # the first one only: the cleanup itself is not interrupted
+            caught.append(signum)
+            raise _Terminated(signum)
+
+    previous: dict[int, Any] = {}
+    for name in _SIGNALS:
+        signum = getattr(signal, name, None)
+        if signum is None:
+            continue
+        old = signal.getsignal(signum)
+        if old is signal.SIG_IGN or old is None:  # ignored, or set outside Python: keep it
+            continue
+        previous[signum] = old
+        signal.signal(signum, handler)
+    try:
+        yield
+    except _Terminated:
+        pass
     finally:
-        tmp.unlink(missing_ok=True)
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+    if caught:
+        signal.raise_signal(caught[0])  # the previous disposition acts: by default, exit
+        raise CheckpointError(
+            f"{path}: not written: interrupted by {signal.Signals(caught[0]).name}"
+        )
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path`` (a file or directory) to disk where the system allows it."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _write_error(
+    path: Path, exc: BaseException, outcome: str = "nothing was written"
+) -> CheckpointError:
+    """One line for a failed write, naming the output (never the temporary file)."""
+    if isinstance(exc, OSError):
+        reason = exc.strerror or _reason(exc)
+        if isinstance(exc, PermissionError):
+            reason += f" (is {path.parent} writable?)"
+    else:
+        reason = _reason(exc)
+    return CheckpointError(f"{path}: cannot write: {reason}; {outcome}")
+
+
+def _atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Write a file with ``write(tmp)``, then rename it to ``path``; return the path written.
+
+    The temporary file is created next to the destination (exclusively, so no
+    file or symlink of that name is followed), with the destination's mode if it
+    exists (else the usual mode the umask gives); it is flushed to disk, then
+    renamed over the destination in one step. A symlink ``path`` is written
+    through (:func:`output_path`). On any error, Ctrl-C, SIGTERM or SIGHUP, the
+    temporary file is removed and the destination is untouched.
+
+    Raises:
+        CheckpointError: See :func:`check_file_output`; or the write failed
+            (no space, permissions): the message names ``path``, not the
+            temporary file.
+    """
+    target = check_file_output(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(target, exc) from exc
+    remove_stale_temporaries(target)
+    tmp = _temp_path(target)
+    created = False
+    with _clean_exit_on_signals(target):
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            created = True
+            try:
+                mode = stat.S_IMODE(target.stat().st_mode) if target.is_file() else None
+                if mode is None:
+                    mode = stat.S_IMODE(os.fstat(fd).st_mode)  # 0o666 less the umask
+                else:
+                    os.fchmod(fd, mode)
+            finally:
+                os.close(fd)
+            write(tmp)
+            os.chmod(tmp, mode)  # writers that replace the file (safetensors) lose it
+            _fsync(tmp)
+            os.replace(tmp, target)
+            created = False
+            _fsync(target.parent)
+        except (PrunefwError, _Terminated):
+            raise
+        except Exception as exc:
+            raise _write_error(target, exc) from exc
+        finally:
+            if created:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+    return target
+
+
+def _torch_save(data: Any, tmp: Path) -> None:
+    """``torch.save`` into an open file (the archive inside is not named after ``tmp``)."""
+    with open(tmp, "wb") as handle:
+        torch.save(data, handle)
 
 
 def write_checkpoint(
@@ -597,13 +886,17 @@ def write_checkpoint(
 
     ``.safetensors`` files are written with safetensors (history in the file's
     metadata); anything else with :func:`torch.save` (history in the state_dict's
-    ``_metadata``, see :mod:`prunefw.history`).
+    ``_metadata``, see :mod:`prunefw.history`); both with the checksums of the
+    tensors (:data:`CHECKSUM_KEY`). An existing file is replaced in one step and
+    keeps its mode; a symlink is written through (its target is replaced); see
+    :func:`_atomic`.
 
     Raises:
         CheckpointError: safetensors is missing, or cannot store this state_dict
-            (e.g. tensors that share memory).
+            (e.g. tensors that share memory); ``path`` cannot be written (see
+            :func:`check_file_output`), or the write failed.
     """
-    path = Path(path)
+    path = output_path(path)
     if path.suffix == SAFETENSORS_SUFFIX:
         safetensors = _safetensors(path, "writing")
         tensors = {}
@@ -622,6 +915,8 @@ def write_checkpoint(
             try:
                 safetensors.torch.save_file(tensors, str(tmp), metadata=metadata)
             except Exception as exc:
+                if "IoError" in str(exc):  # no space, permissions: a failed write
+                    raise
                 raise CheckpointError(
                     f"{path}: safetensors cannot store this state_dict ({exc}); write a .pt "
                     "file instead"
@@ -631,7 +926,7 @@ def write_checkpoint(
         return
     data = history.attach(state_dict)
     data._metadata[""][CHECKSUM_KEY] = _checksums(data)  # type: ignore[attr-defined]
-    _atomic(path, lambda tmp: torch.save(data, tmp))
+    _atomic(path, lambda tmp: _torch_save(data, tmp))
 
 
 def is_directory_path(text: str | Path) -> bool:
@@ -795,21 +1090,36 @@ def add_checksums(directory: str | Path) -> None:
         os.replace(rewritten, file)
 
 
-def check_directory_output(path: str | Path) -> None:
+def check_directory_output(path: str | Path) -> Path:
     """Check that a model directory can be written at ``path`` (before any work is done).
 
+    Returns:
+        The directory to write (a symlink is followed, see :func:`output_path`).
+
     Raises:
-        CheckpointError: ``path`` exists and is not a directory, or safetensors or
-            huggingface_hub is missing.
+        CheckpointError: ``path`` is empty, exists and is not a directory, is under
+            a file or an unwritable directory, or safetensors or huggingface_hub is
+            missing.
     """
-    path = Path(path)
-    if path.exists() and not path.is_dir():
+    target = output_path(path)
+    if target.exists() and not target.is_dir():
         raise CheckpointError(
-            f"{path} exists and is not a directory; --out ending with / writes a model "
+            f"{target} exists and is not a directory; --out ending with / writes a model "
             "directory (remove the /, or choose another name)"
         )
-    _hub(path)
-    _safetensors(path, "writing")
+    _check_parent(target, "a model directory")
+    if target.is_dir() and not os.access(target, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{target}: cannot write a model directory there: permission denied")
+    _hub(target)
+    _safetensors(target, "writing")
+    return target
+
+
+def _move_in(source: Path, destination: Path) -> None:
+    """Replace ``destination`` with ``source`` in one step, keeping its mode if it exists."""
+    if destination.is_file():
+        os.chmod(source, stat.S_IMODE(destination.stat().st_mode))
+    os.replace(source, destination)
 
 
 def write_directory(
@@ -821,34 +1131,53 @@ def write_directory(
     goes into :data:`HISTORY_FILE` beside them. If ``path`` does not exist, the
     temporary directory is renamed to it (atomic: the directory appears complete
     or not at all). If it exists, each file is moved in (each replaced
-    atomically, the shards before their index), then the weight files and the
-    history of a previous save that the new one does not have are removed; other
-    files (e.g. a tokenizer) are kept.
+    atomically, the shards before their index, each keeping the mode of the file
+    it replaces), then the weight files and the history of a previous save that
+    the new one does not have are removed; other files (e.g. a tokenizer) are
+    kept. A symlink ``path`` is written through. On any error, Ctrl-C, SIGTERM
+    or SIGHUP the temporary directory is removed (see :func:`_atomic`).
 
     Raises:
-        CheckpointError: As :func:`check_directory_output`.
+        CheckpointError: As :func:`check_directory_output`, or the write failed.
     """
-    path = Path(path)
-    check_directory_output(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    target = check_directory_output(path)
     try:
-        fill(tmp)
-        if history:
-            (tmp / HISTORY_FILE).write_text(history.to_json(), encoding="utf-8")
-        if not path.exists():
-            os.replace(tmp, path)
-            return
-        names = sorted(os.listdir(tmp), key=lambda name: (name.endswith(".json"), name))
-        for name in names:
-            os.replace(tmp / name, path / name)
-        for name in os.listdir(path):
-            if name not in names and _STALE.fullmatch(name) and (path / name).is_file():
-                (path / name).unlink()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _write_error(target, exc) from exc
+    remove_stale_temporaries(target)
+    tmp = _temp_path(target)
+    created = False
+    outcome = "nothing was written"
+    with _clean_exit_on_signals(target):
+        try:
+            tmp.mkdir()
+            created = True
+            fill(tmp)
+            if history:
+                (tmp / HISTORY_FILE).write_text(history.to_json(), encoding="utf-8")
+            for name in os.listdir(tmp):
+                _fsync(tmp / name)
+            if not target.exists():
+                os.replace(tmp, target)
+                created = False
+                _fsync(target.parent)
+                return
+            names = sorted(os.listdir(tmp), key=lambda name: (name.endswith(".json"), name))
+            outcome = "some files of the directory were replaced, the others not"
+            for name in names:
+                _move_in(tmp / name, target / name)
+            for name in os.listdir(target):
+                if name not in names and _STALE.fullmatch(name) and (target / name).is_file():
+                    (target / name).unlink()
+            _fsync(target)
+        except (PrunefwError, _Terminated):
+            raise
+        except Exception as exc:
+            raise _write_error(target, exc, outcome) from exc
+        finally:
+            if created:
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 _CALIBRATION_FORMS = (

@@ -40,6 +40,7 @@ from prunefw.cli._files import (
     DEFAULT_MAX_SHARD_SIZE,
     add_checksums,
     check_directory_output,
+    check_file_output,
     is_directory_path,
     read_calibration,
     shard_size,
@@ -60,7 +61,21 @@ from prunefw.history import PruningHistory
 from prunefw.permanence import make_permanent
 from prunefw.recipes import apply_recipe, load_recipe
 
-__all__ = ["add_parser", "positive_int", "run"]
+__all__ = ["add_parser", "output_argument", "positive_int", "run"]
+
+
+def output_argument(text: str) -> str:
+    """Check ``--out`` is not empty (an argparse ``type=``: exit 2 otherwise).
+
+    Example:
+        >>> output_argument("pruned.pt")
+        'pruned.pt'
+    """
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "expected a file, or a directory ending with /, got an empty path"
+        )
+    return text
 
 
 def positive_int(text: str) -> int:
@@ -203,6 +218,8 @@ def run(args: argparse.Namespace) -> int:
             f"--max-shard-size applies to a model directory, and --out {args.out} is a file; "
             "end --out with / to write a directory"
         )
+    else:
+        check_file_output(args.out)  # a bad --out fails before the work, not after
     model, history = load_model(args.model, args.checkpoint)
     batches: list[_Batch] | None = None
     forward: Forward | None = None
@@ -270,9 +287,10 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--out",
         required=True,
+        type=output_argument,
         help="where to write the result: a file (.safetensors for safetensors, else "
         "torch.save), or a Hugging Face model directory if it ends with / or is an existing "
-        "directory",
+        "directory; replaced atomically, its mode kept, a symlink written through",
     )
     parser.add_argument(
         "--max-shard-size",
