@@ -30,7 +30,7 @@ removed for now"), ``ModelCompressor.from_compression_config`` refuses Sparse24
 ``CompressedTensorsHfQuantizer`` only handles quantization. So
 ``AutoModelForCausalLM.from_pretrained(directory)`` on this stack ignores the
 ``sparsity_config``, reports the compressed weights as MISSING and initialises them
-at random (measured: logits off by up to 0.55 on a tiny Llama). Load the directory
+at random (measured: logits off by about 0.5 on a tiny Llama). Load the directory
 with :func:`load_pretrained` (or build the model and call :func:`load_compressed`);
 the tensor layout is unchanged, so stacks whose compressed-tensors still has the
 sparse compressors (<= 0.14) read the same files.
@@ -907,9 +907,11 @@ def load_pretrained(path: str | os.PathLike[str], **kwargs: Any) -> nn.Module:
 
 # --- sparse kernels -----------------------------------------------------------------------------
 
-#: The weight sparsity from which torch's CSR matmul beat the dense one at every batch size
-#: (1, 8 and 128 rows) for a 4096 x 4096 float32 weight on CPU, in
-#: ``benchmarks/sparse_kernels.py`` (see docs/deploy.md); below it CSR is slower.
+#: The weight sparsity from which torch's CSR matmul beat the dense one for batches of 8
+#: and 128 rows (4096 x 4096 float32 weight, CPU, 1 and 2 threads) in
+#: ``benchmarks/sparse_kernels.py`` (see docs/deploy.md). Below it CSR was slower at
+#: every batch size; for a single row (token-by-token decoding) it was slower at every
+#: sparsity with 2 threads.
 CSR_MIN_SPARSITY = 0.9
 
 
@@ -965,11 +967,13 @@ def to_sparse_csr(model: nn.Module, *, min_sparsity: float = CSR_MIN_SPARSITY) -
     """Replace the very sparse float32 ``nn.Linear`` layers of ``model`` by :class:`CsrLinear`.
 
     Only where the benchmark showed a gain: an ``nn.Linear`` on the CPU, in float32,
-    whose weight (after pruning: ``orig * mask``) has at least ``min_sparsity`` zeros.
-    Below :data:`CSR_MIN_SPARSITY` torch's CSR matmul was slower than dense on this
-    CPU at every batch size measured, so other layers stay as they are. For inference
-    only: the converted layers have no trainable weight and their pruning masks are
-    gone (the zeros are the layout).
+    whose weight (after pruning: ``orig * mask``) has at least ``min_sparsity`` zeros,
+    for inputs of several rows (batches or prompts of 8 tokens and more). Below
+    :data:`CSR_MIN_SPARSITY` torch's CSR matmul was slower than dense on this CPU at
+    every batch size measured, so other layers stay as they are; for one row at a time
+    (decoding) it was slower even at 95% with 2 threads: keep such models dense. For
+    inference only: the converted layers have no trainable weight and their pruning
+    masks are gone (the zeros are the layout).
 
     Args:
         model: The model; its layers are replaced in place.
