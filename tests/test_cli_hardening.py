@@ -750,3 +750,20 @@ def _alive_pid(pid: int) -> bool:
     except OSError:
         return True
     return True
+
+
+def test_an_index_that_lists_a_tensor_in_the_wrong_shard_is_refused(tmp_path, capsys):
+    pytest.importorskip("huggingface_hub")
+    out = tmp_path / "pruned"
+    assert main([*prune_args(f"{out}/"), "-q", "--max-shard-size", "40KB"]) == 0
+    index_file = out / "model.safetensors.index.json"
+    index = json.loads(index_file.read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    key = next(k for k, shard in index["weight_map"].items() if shard == shards[0])
+    index["weight_map"][key] = shards[1]
+    index_file.write_text(json.dumps(index))
+    assert main(["report", "--model", MODEL, "--checkpoint", str(out)]) == 1
+    assert error(capsys) == (
+        f"{index_file} lists the tensor {key!r} in {shards[1]!r}, which does not hold it; the "
+        "directory is corrupt or incomplete: restore it from a copy or write it again"
+    )

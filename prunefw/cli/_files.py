@@ -494,6 +494,15 @@ def _index(directory: Path, name: str) -> dict[str, str]:
     return weight_map
 
 
+def _weight_map(directory: Path) -> tuple[Path | None, dict[str, str]]:
+    """The index :func:`_weight_files` follows and its ``weight_map`` (none: ``None, {}``)."""
+    if (directory / _SAFE_INDEX).is_file():
+        return directory / _SAFE_INDEX, _index(directory, _SAFE_INDEX)
+    if not (directory / _SAFE_WEIGHTS).is_file() and (directory / _BIN_INDEX).is_file():
+        return directory / _BIN_INDEX, _index(directory, _BIN_INDEX)
+    return None, {}
+
+
 def _weight_files(directory: Path) -> list[Path]:
     """The weight files of a model directory, in the order transformers prefers them."""
     if (directory / _SAFE_INDEX).is_file():
@@ -517,6 +526,7 @@ def _read_directory(directory: Path) -> Checkpoint:
     state_dict: OrderedDict[str, Any] = OrderedDict()
     aliases: dict[str, str] = {}
     history_text: tuple[Path, str] | None = None
+    found_in: dict[str, str] = {}
     for file in _weight_files(directory):
         if file.suffix == SAFETENSORS_SUFFIX:
             tensors, metadata = _read_safetensors(file)
@@ -529,6 +539,14 @@ def _read_directory(directory: Path) -> Checkpoint:
             if key in state_dict:
                 raise CheckpointError(f"{directory}: the tensor {key!r} is in two shards")
             state_dict[key] = value
+            found_in[key] = file.name
+    index, weight_map = _weight_map(directory)
+    for key, shard in weight_map.items():
+        if found_in.get(key) != shard:  # a lost tensor, or an index that lies
+            raise CheckpointError(
+                f"{index} lists the tensor {key!r} in {shard!r}, which does not hold it; the "
+                f"directory is corrupt or incomplete: {_CORRUPT_FIX}"
+            )
     for alias, stored in aliases.items():
         if stored not in state_dict:
             raise CheckpointError(
