@@ -786,11 +786,13 @@ def _clean_exit_on_signals(path: Path) -> Iterator[None]:
         yield
         return
     caught: list[int] = []
+    writing = [True]
 
     def handler(signum: int, frame: object) -> None:
         if not caught:  # the first one only: the cleanup itself is not interrupted
             caught.append(signum)
-            raise _Terminated(signum)
+            if writing[0]:
+                raise _Terminated(signum)
 
     previous: dict[int, Any] = {}
     for name in _SIGNALS:
@@ -802,18 +804,22 @@ def _clean_exit_on_signals(path: Path) -> Iterator[None]:
             continue
         previous[signum] = old
         signal.signal(signum, handler)
+    written = False
     try:
         yield
+        written = True
     except _Terminated:
         pass
     finally:
+        writing[0] = False  # a signal from here on waits for the handlers to be restored
         for signum, old in previous.items():
             signal.signal(signum, old)
-    if caught:
-        signal.raise_signal(caught[0])  # the previous disposition acts: by default, exit
-        raise CheckpointError(
-            f"{path}: not written: interrupted by {signal.Signals(caught[0]).name}"
-        )
+        if caught:
+            signal.raise_signal(caught[0])  # the previous disposition acts: by default, exit
+            if not written:
+                raise CheckpointError(
+                    f"{path}: not written: interrupted by {signal.Signals(caught[0]).name}"
+                )
 
 
 def _fsync(path: Path) -> None:
