@@ -1,7 +1,8 @@
 """``prunefw prune``: apply a recipe to a model and save the result.
 
-1. The recipe is read and validated (:func:`prunefw.recipes.load_recipe`) before
-   anything else, so a bad recipe fails fast.
+1. The recipe is read and validated (:func:`prunefw.recipes.load_recipe`) and
+   ``--out`` is checked (not under a file, writable) before anything else, so a
+   bad recipe or output fails fast.
 2. The model is built from ``--model`` (``package.module:factory``, a Hugging
    Face model directory or a transformers config file) and, with
    ``--checkpoint``, loaded from a state_dict file (``torch.load(...,
@@ -9,11 +10,15 @@
    keep their masks and the new pruning stacks on top.
 3. The recipe is applied, all-or-nothing (:func:`prunefw.recipes.apply_recipe`),
    with progress bars on a terminal. ``--calibration FILE`` provides inputs for
-   criteria that need activations.
+   criteria that need activations; a batch that does not fit the model is an
+   error naming the batch and the module it failed in.
 4. The result is written atomically to ``--out``: with the pruning masks
    (``weight_orig``/``weight_mask``; load it with
    :func:`prunefw.load_pruned_state_dict`), or with ``--permanent`` as a plain
-   state_dict (``model.load_state_dict``). The criterion history goes with it.
+   state_dict (``model.load_state_dict``). The criterion history and the
+   tensors' checksums go with it. An existing file keeps its mode, a symlink is
+   written through, and SIGTERM removes the temporary file (see
+   :mod:`prunefw.cli._files`).
    An ``--out`` that ends with ``/`` (or is an existing directory) is a Hugging
    Face model directory: with ``--permanent``, a transformers model is written
    by ``save_pretrained`` (loads with ``from_pretrained``); otherwise the
