@@ -31,7 +31,11 @@ renamed, so an interrupted run never leaves a truncated checkpoint. The format
 follows the suffix, like reading; the history goes into the state_dict's metadata
 (see :mod:`prunefw.history`), so the file stays a plain state_dict. A directory
 (:func:`write_directory`) is written into a temporary directory next to it, then
-renamed into place (or, if it exists, moved in file by file).
+renamed into place (or, if it exists, moved in file by file). An existing file
+keeps its mode; a symlink is written through (:func:`output_path`); errors name
+the output, never the temporary file; SIGTERM and SIGHUP remove the temporary
+file before the process ends by them; what SIGKILL leaves is removed by a later
+write when that is safe (:func:`remove_stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -67,7 +71,9 @@ __all__ = [
     "DEFAULT_MAX_SHARD_SIZE",
     "HISTORY_FILE",
     "SAFETENSORS_SUFFIX",
+    "STALE_AFTER",
     "Checkpoint",
+    "add_checksums",
     "check_directory_output",
     "check_file_output",
     "directory_has_masks",
@@ -76,7 +82,7 @@ __all__ = [
     "read_calibration",
     "read_checkpoint",
     "read_directory_history",
-    "add_checksums",
+    "remove_stale_temporaries",
     "shard_size",
     "tensor_checksum",
     "verify_directory",
