@@ -467,11 +467,14 @@ def test_an_empty_out_is_a_usage_error(capsys):
 
 
 def test_other_things_in_the_way_of_out(tmp_path, capsys):
-    assert main(prune_args(Path("/dev/null"))) == 1
+    fifo = tmp_path / "fifo"  # like /dev/null, which a broken writer would replace (as root)
+    os.mkfifo(fifo)
+    assert main(prune_args(fifo)) == 1
     assert error(capsys) == (
-        "/dev/null exists and is not a regular file; prunefw replaces regular files only: "
+        f"{fifo} exists and is not a regular file; prunefw replaces regular files only: "
         "choose another name"
     )
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
     loop = tmp_path / "loop"
     loop.symlink_to(tmp_path / "loop2")
     (tmp_path / "loop2").symlink_to(loop)
