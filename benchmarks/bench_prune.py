@@ -198,7 +198,7 @@ CASE_LIST: tuple[Case, ...] = (
     Case(
         "prunefw_magnitude",
         "prune",
-        "GlobalPruningContext([MagnitudeCriterion(amount=0.5)])",
+        "GlobalPruningContext([MagnitudeCriterion(amount=0.5)], strategy='global_unstructured')",
         _half,
         same_as="torch_l1",
         tie_aware=True,
@@ -206,10 +206,24 @@ CASE_LIST: tuple[Case, ...] = (
     Case(
         "prunefw_percentile",
         "prune",
-        "GlobalPruningContext([PercentileCriterion(0.25, 0.75)])",
+        "GlobalPruningContext([PercentileCriterion(0.25, 0.75)], strategy='global_unstructured')",
         _percentile_band,
     ),
-    Case("prunefw_random", "prune", "GlobalPruningContext([RandomCriterion(0.5, seed=0)])", _half),
+    Case(
+        "prunefw_random",
+        "prune",
+        "GlobalPruningContext([RandomCriterion(0.5, seed=0)], strategy='global_unstructured')",
+        _half,
+    ),
+    Case(
+        "prunefw_magnitude_auto",
+        "prune",
+        "the default call: GlobalPruningContext([MagnitudeCriterion(amount=0.5)]) "
+        "(strategy='auto'; the table notes which it chose)",
+        _half,
+        same_as="prunefw_magnitude",
+        tie_aware=True,
+    ),
     Case(
         "prunefw_magnitude_streaming",
         "prune",
@@ -226,6 +240,14 @@ CASE_LIST: tuple[Case, ...] = (
         same_as="prunefw_percentile",
     ),
     Case("prunefw_random_streaming", "prune", "prunefw_random, strategy='streaming'", _half),
+    Case(
+        "prunefw_magnitude_streaming_bool",
+        "prune",
+        "prunefw_magnitude_streaming with mask_dtype=torch.bool",
+        _half,
+        same_as="prunefw_magnitude",
+        tie_aware=True,
+    ),
     Case(
         "layer_prunefw",
         "prune",
@@ -302,8 +324,12 @@ def _prepare_cat_kthvalue(model: nn.Module) -> Prepared:
     return run
 
 
-def _global_prunefw(kind: str, streaming: bool) -> Callable[[nn.Module], Prepared]:
+def _global_prunefw(
+    kind: str, strategy: str | None, bool_masks: bool = False
+) -> Callable[[nn.Module], Prepared]:
     def prepare(model: nn.Module) -> Prepared:
+        import torch
+
         import prunefw
 
         crit: prunefw.PruningCriterion
@@ -313,9 +339,16 @@ def _global_prunefw(kind: str, streaming: bool) -> Callable[[nn.Module], Prepare
             crit = prunefw.PercentileCriterion(0.25, 0.75)
         else:
             crit = prunefw.RandomCriterion(0.5, seed=SEED)
-        # A dict, so that the case can be written before the keyword exists.
-        options: dict[str, Any] = {"strategy": "streaming"} if streaming else {}
-        return lambda: prunefw.GlobalPruningContext(model, [crit], **options).prune()
+        options: dict[str, Any] = {} if strategy is None else {"strategy": strategy}
+        if bool_masks:
+            options["mask_dtype"] = torch.bool
+
+        def run() -> str | None:
+            ctx = prunefw.GlobalPruningContext(model, [crit], **options)
+            ctx.prune()
+            return getattr(ctx, "strategy_used", None)
+
+        return run
 
     return prepare
 
@@ -378,12 +411,14 @@ PREPARE: dict[str, Callable[[nn.Module], Prepared]] = {
     "torch_floor": _prepare_torch_floor,
     "read_pass": _prepare_read_pass,
     "cat_kthvalue": _prepare_cat_kthvalue,
-    "prunefw_magnitude": _global_prunefw("magnitude", streaming=False),
-    "prunefw_percentile": _global_prunefw("percentile", streaming=False),
-    "prunefw_random": _global_prunefw("random", streaming=False),
-    "prunefw_magnitude_streaming": _global_prunefw("magnitude", streaming=True),
-    "prunefw_percentile_streaming": _global_prunefw("percentile", streaming=True),
-    "prunefw_random_streaming": _global_prunefw("random", streaming=True),
+    "prunefw_magnitude": _global_prunefw("magnitude", "global_unstructured"),
+    "prunefw_percentile": _global_prunefw("percentile", "global_unstructured"),
+    "prunefw_random": _global_prunefw("random", "global_unstructured"),
+    "prunefw_magnitude_auto": _global_prunefw("magnitude", None),
+    "prunefw_magnitude_streaming": _global_prunefw("magnitude", "streaming"),
+    "prunefw_percentile_streaming": _global_prunefw("percentile", "streaming"),
+    "prunefw_random_streaming": _global_prunefw("random", "streaming"),
+    "prunefw_magnitude_streaming_bool": _global_prunefw("magnitude", "streaming", True),
     "layer_prunefw": _prepare_layer_prunefw,
     "layer_raw": _prepare_layer_raw,
 }
@@ -518,12 +553,15 @@ def run_model_case(
     rss_model = _current_rss()
     peak_before = _peak_rss()
     load = os.getloadavg()[0]
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    chosen = None
     if profile is None:
         start = time.perf_counter()
-        run()
+        chosen = run()
         elapsed = time.perf_counter() - start
     else:
         elapsed = _profiled(run, profile)
+    after = resource.getrusage(resource.RUSAGE_SELF)
     peak_after = _peak_rss()
     gc.collect()
     _malloc_trim()
@@ -548,6 +586,10 @@ def run_model_case(
         "torch_threads": torch.get_num_threads(),
         "loadavg_1min": load,
         "profiled": profile,
+        "user_s": after.ru_utime - usage.ru_utime,
+        "system_s": after.ru_stime - usage.ru_stime,
+        "minor_faults": after.ru_minflt - usage.ru_minflt,
+        "strategy_used": chosen if isinstance(chosen, str) else None,
     }
     if case.kind == "prune":
         result.update(check_masks(model, case))
@@ -708,9 +750,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     failed = [run for run in runs if "error" in run]
     if failed:
         return {"status": "FAILED", "error": failed[0]["error"], "runs": runs}
-    first = runs[0]
     times = [run["time_s"] for run in runs]
-    merged = dict(first)
+    merged = dict(min(runs, key=lambda run: run["time_s"]))  # user/sys/faults of the fastest
     merged.update(
         status="ok",
         runs=runs,
@@ -748,6 +789,8 @@ def check_case(name: str, results: dict[str, dict[str, Any]]) -> tuple[str, bool
             problems.append(f"masks != {case.same_as}")
     elif case.same_as:
         notes.append(f"{case.same_as} n/a")
+    if result.get("strategy_used") and CASES[name].description.startswith("the default"):
+        notes.append(f"ran {result['strategy_used']}")
     if problems:
         return "FAIL: " + "; ".join(problems), False
     return "; ".join(["ok", *notes]), True
@@ -766,6 +809,8 @@ def _seconds(value: float) -> str:
 HEADERS = (
     "case",
     "time (s)",
+    "user + sys (s)",
+    "minor faults",
     "vs torch_l1 (x)",
     "vs torch_floor (x)",
     "peak above model (GiB)",
@@ -799,6 +844,8 @@ def size_table(size: str, results: dict[str, dict[str, Any]]) -> tuple[str, bool
             [
                 name,
                 _seconds(result["time_s"]),
+                f"{result.get('user_s', 0):.1f} + {result.get('system_s', 0):.1f}",
+                f"{result.get('minor_faults', 0):,}",
                 _ratio(result["time_s"], results.get("torch_l1")),
                 _ratio(result["time_s"], results.get("torch_floor")),
                 f"{peak / GIB:.3f}" + ("+" if result["peak_is_lower_bound"] else ""),

@@ -279,3 +279,23 @@ def test_mask_dtype_is_checked():
     model = make_mlp()
     GlobalPruningContext(model, MagnitudeCriterion(amount=0.5), mask_dtype=torch.float16).prune()
     assert model[0].weight_mask.dtype == torch.float16
+
+
+def test_llm_benchmark_smoke_run():
+    """benchmarks/bench_llm.py on a 4-layer toy Llama: every case runs and checks its masks."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("transformers")
+    pytest.importorskip("prunefw_wanda")
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "bench_llm.py"), "--size", "tiny", "--smoke"],
+        capture_output=True, text=True, timeout=600, cwd=root,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = {line.split("|")[1].strip(): line for line in result.stdout.splitlines() if "|" in line}
+    assert "ran streaming" in rows["streaming_bool"] and "== default_call" in rows["streaming_bool"]
+    assert "4 progress events" in rows["sequential_wanda"]
+    assert all("masks ok" in rows[c] for c in ("default_call", "oneshot_wanda", "sequential_wanda"))
