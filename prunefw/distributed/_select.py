@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -39,7 +39,7 @@ __all__ = ["global_keep", "local_scores"]
 
 _DIGIT_BITS = 16
 _BUCKETS = 1 << _DIGIT_BITS
-_RANDOM_CHUNK = 1 << 20
+_CHUNK = 1 << 20  # keys per chunk, as in the streaming strategy
 
 Source = Callable[[], Iterator[tuple[torch.Tensor, "torch.Tensor | None"]]]
 Reduce = Callable[[torch.Tensor], torch.Tensor]
@@ -80,21 +80,13 @@ def random_block(seed: int, start: int, count: int) -> torch.Tensor:
     """Entries ``start .. start + count`` of a target's random key sequence.
 
     The sequence is ``torch.randint(-2**31, 2**31, (n,), generator=g, dtype=int32)``
-    with ``g`` seeded with ``seed``; it is drawn in chunks (a CPU generator yields
-    the same values in one call or in several), the entries before ``start`` are
-    drawn and dropped.
+    with ``g`` seeded with ``seed``; a CPU generator yields the same values in one
+    call or in several, so the entries before ``start`` are drawn (in chunks) and
+    dropped.
     """
     generator = torch.Generator().manual_seed(seed)
-    low, high = -(2**31), 2**31
-    scratch = torch.empty(min(_RANDOM_CHUNK, max(start, 1)), dtype=torch.int32)
-    skipped = 0
-    while skipped < start:
-        size = min(scratch.numel(), start - skipped)
-        torch.randint(
-            low, high, (size,), generator=generator, dtype=torch.int32, out=scratch[:size]
-        )
-        skipped += size
-    return torch.randint(low, high, (count,), generator=generator, dtype=torch.int32)
+    _skip(generator, start)
+    return torch.randint(-(2**31), 2**31, (count,), generator=generator, dtype=torch.int32)
 
 
 def local_scores(criterion: PruningCriterion, shard: LocalShard) -> torch.Tensor | None:
@@ -140,50 +132,92 @@ def local_scores(criterion: PruningCriterion, shard: LocalShard) -> torch.Tensor
 
 @dataclass
 class _Keys:
-    """Each target's keys on this rank (see the module docstring)."""
+    """Each target's keys on this rank, chunk by chunk (see the module docstring).
+
+    Keys order exactly like the scores (magnitudes, a criterion's signed scores, or
+    the random keys); equal scores get equal keys. Only one chunk of keys exists at
+    a time, as in the streaming strategy.
+    """
 
     criterion: PruningCriterion
     shards: Sequence[LocalShard]
     random_seed: int | None
     bits: int
 
-    def keys(self, index: int) -> torch.Tensor:
+    def chunks(self, index: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
+        """Yield ``(start, keys, survivors)`` per chunk of this rank's block of target ``index``."""
         shard = self.shards[index]
+        count = shard.values.numel()
+        mask = None if shard.mask is None else shard.mask.detach().reshape(-1)
+        generator = None
+        values = shard.values.reshape(-1)
+        signed = False
         if self.random_seed is not None:
-            return random_block(self.random_seed + index, shard.offset, shard.values.numel())
+            generator = torch.Generator().manual_seed(self.random_seed + index)
+            _skip(generator, shard.offset)
+        else:
+            scores = local_scores(self.criterion, shard)
+            if scores is not None:
+                values, signed = scores.reshape(-1), True
         dtype = torch.float64 if self.bits == 64 else torch.float32
-        scores = local_scores(self.criterion, shard)
-        if scores is None:
-            return float_keys(shard.values.to(dtype).abs().reshape(-1), self.bits, True)
-        return float_keys(scores.to(dtype, copy=True).reshape(-1), self.bits, False)
+        for start in range(0, count, _CHUNK):
+            size = min(_CHUNK, count - start)
+            if generator is not None:
+                keys = torch.randint(
+                    -(2**31), 2**31, (size,), generator=generator, dtype=torch.int32
+                )
+            else:
+                part = values[start : start + size]
+                if signed:
+                    keys = float_keys(part.to(dtype, copy=True), self.bits, False)
+                else:
+                    keys = float_keys(part.to(dtype).abs(), self.bits, True)
+            alive = None if mask is None else mask[start : start + size] != 0
+            yield start, keys, alive
 
     def source(self) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        empty = torch.empty(0, dtype=torch.int64 if self.bits == 64 else torch.int32)
+        """What the radix select reads: the keys of the blocks this rank counts."""
+        yield torch.empty(0, dtype=torch.int64 if self.bits == 64 else torch.int32), None
         for index, shard in enumerate(self.shards):
-            if shard.owned:
-                yield self.keys(index), shard.survivors()
-            else:  # another rank counts this block
-                yield empty, None
+            if shard.owned:  # else another rank counts this block
+                for _, keys, alive in self.chunks(index):
+                    yield keys, alive
+
+
+def _skip(generator: torch.Generator, count: int) -> None:
+    """Advance ``generator`` past ``count`` random int32 keys."""
+    scratch = torch.empty(min(_CHUNK, max(count, 1)), dtype=torch.int32)
+    while count > 0:
+        size = min(scratch.numel(), count)
+        torch.randint(
+            -(2**31), 2**31, (size,), generator=generator, dtype=torch.int32, out=scratch[:size]
+        )
+        count -= size
 
 
 @dataclass
 class _Below:
-    """The entries ranked below a boundary: keys ``< key`` and the first ``ties`` equal."""
+    """The entries ranked below a boundary: keys ``< key`` and the first ``ties`` equal.
+
+    ``budgets`` (per target) says how many of the tied entries of this rank's block
+    rank below; they are used up chunk by chunk, lowest positions first.
+    """
 
     key: int
     ties: int
-    budgets: list[int] | None = None  # per target: tied entries this rank marks
+    budgets: list[int] = field(default_factory=list)
 
     def mark(self, index: int, keys: torch.Tensor, alive: torch.Tensor | None) -> torch.Tensor:
         below = keys < self.key
+        if self.budgets[index] <= 0:
+            return below if alive is None else below & alive
         equal = keys == self.key
         if alive is not None:
             below &= alive
             equal &= alive
-        budget = self.ties if self.budgets is None else self.budgets[index]
-        if budget > 0:
-            tied = equal.nonzero().squeeze(1)[:budget]
-            below[tied] = True
+        tied = equal.nonzero().squeeze(1)[: self.budgets[index]]
+        below[tied] = True
+        self.budgets[index] -= tied.numel()
         return below
 
 
@@ -191,51 +225,51 @@ def _below(keys: _Keys, k: int, n: int, reduce: Reduce) -> _Below | None:
     """The marker of the ``k`` smallest of ``n`` survivors (``None`` for none)."""
     if k <= 0:
         return None
-    if k >= n:
-        return _Below(key=(1 << (keys.bits - 1)) - 1, ties=n)
     key, less = _select(keys.source, k, keys.bits, reduce)
     return _Below(key=key, ties=k - less)
 
 
 def _assign_ties(coll: Collectives, keys: _Keys, markers: Sequence[_Below]) -> None:
-    """Give each marker its per-target tie budgets on this rank (one all-gather)."""
+    """Give each marker its per-target tie budgets on this rank (one all-gather).
+
+    Tied entries rank by position: targets in order, and within a target by flat
+    index, i.e. by block offset across ranks (blocks are contiguous ranges).
+    """
     shards = keys.shards
     counts = torch.zeros((len(shards), 1 + len(markers)), dtype=torch.int64)
-    local_equal: list[list[int]] = []
+    local = torch.zeros((len(shards), len(markers)), dtype=torch.int64)
     for index, shard in enumerate(shards):
         counts[index, 0] = shard.offset
-        row = []
-        these = keys.keys(index)
-        alive = shard.survivors()
-        for m, marker in enumerate(markers):
-            equal = these == marker.key
-            if alive is not None:
-                equal &= alive
-            count = int(equal.sum())
-            row.append(count)
-            if shard.owned:
-                counts[index, 1 + m] = count
-        local_equal.append(row)
+        for _, chunk, alive in keys.chunks(index):
+            for m, marker in enumerate(markers):
+                equal = chunk == marker.key
+                if alive is not None:
+                    equal &= alive
+                local[index, m] += torch.count_nonzero(equal)
+        if shard.owned:
+            counts[index, 1:] = local[index]
     table = coll.all_gather(counts)  # [world, targets, 1 + markers]
     offsets = table[:, :, 0]
     for m, marker in enumerate(markers):
         equal = table[:, :, 1 + m]
-        before_target = torch.cumsum(equal.sum(0), 0) - equal.sum(0)  # ties in earlier targets
+        per_target = equal.sum(0)
+        before_target = torch.cumsum(per_target, 0) - per_target
         budgets = []
         for index, shard in enumerate(shards):
             earlier_blocks = int(equal[offsets[:, index] < shard.offset, index].sum())
             prefix = int(before_target[index]) + earlier_blocks
-            budgets.append(max(0, min(marker.ties - prefix, local_equal[index][m])))
+            budgets.append(max(0, min(marker.ties - prefix, int(local[index, m]))))
         marker.budgets = budgets
 
 
 def global_keep(
     coll: Collectives, criterion: PruningCriterion, shards: Sequence[LocalShard]
-) -> list[torch.Tensor]:
+) -> Iterator[torch.Tensor]:
     """This rank's keep-mask blocks for one criterion ranked over ``shards`` globally.
 
-    The masks are the blocks of what the streaming strategy gives the full tensors
-    (entries already pruned are never kept).
+    Yields one flat bool block per shard, in order: the blocks of what the streaming
+    strategy gives the full tensors (entries already pruned are never kept). Every
+    collective runs before the first block is yielded.
 
     Raises:
         InvalidArgumentError: The criterion has no rank selection.
@@ -249,14 +283,13 @@ def global_keep(
             "globally needs one, to find the global threshold with collectives"
         )
     if selection.min_threshold is not None:
-        keeps = []
         for shard in shards:
             scores = local_scores(criterion, shard)
             scores = shard.values.abs() if scores is None else scores
             keep = at_least(scores, float(selection.min_threshold)).reshape(-1)
             alive = shard.survivors()
-            keeps.append(keep if alive is None else keep & alive)
-        return keeps
+            yield keep if alive is None else keep & alive
+        return
     wide = selection.random_seed is None and any(s.values.dtype == torch.float64 for s in shards)
     keys = _Keys(criterion, shards, selection.random_seed, 64 if wide else 32)
 
@@ -264,27 +297,24 @@ def global_keep(
         return coll.all_reduce(histogram)
 
     smallest = min(max(selection.smallest, 0), n)
-    kept = n - selection.largest if selection.largest else n
+    kept = n - selection.largest if selection.largest else n  # keep the `kept` smallest
     if kept <= 0 or smallest >= n:
-        return [torch.zeros(s.values.numel(), dtype=torch.bool) for s in shards]
+        for shard in shards:
+            yield torch.zeros(shard.values.numel(), dtype=torch.bool)
+        return
     low = _below(keys, smallest, n, reduce)
     top = _below(keys, kept, n, reduce) if kept < n else None
     markers = [m for m in (low, top) if m is not None]
     if markers:
         _assign_ties(coll, keys, markers)
-    keeps = []
     for index, shard in enumerate(shards):
-        alive = shard.survivors()
-        if not markers:
-            keep = torch.ones(shard.values.numel(), dtype=torch.bool)
-        else:
-            these = keys.keys(index)
-            keep = (
-                top.mark(index, these, alive)
-                if top is not None
-                else torch.ones_like(these, dtype=torch.bool)
-            )
-            if low is not None:
-                keep &= ~low.mark(index, these, alive)
-        keeps.append(keep if alive is None else keep & alive)
-    return keeps
+        keep = torch.ones(shard.values.numel(), dtype=torch.bool)
+        if markers:
+            for start, chunk, alive in keys.chunks(index):
+                out = keep[start : start + chunk.numel()]
+                if top is not None:
+                    out &= top.mark(index, chunk, alive)
+                if low is not None:
+                    out &= ~low.mark(index, chunk, alive)
+        alive_all = shard.survivors()
+        yield keep if alive_all is None else keep & alive_all
