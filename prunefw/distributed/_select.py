@@ -143,6 +143,10 @@ class _Keys:
     shards: Sequence[LocalShard]
     random_seed: int | None
     bits: int
+    scratch: torch.Tensor | None = None  # magnitudes of one chunk, allocated once
+    # Per target: the random generator's state at the start of this rank's block
+    # (skipping to it is paid once, not once per pass).
+    starts: dict[int, torch.Tensor] = field(default_factory=dict)
 
     def chunks(self, index: int) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None]]:
         """Yield ``(start, keys, survivors)`` per chunk of this rank's block of target ``index``."""
@@ -153,8 +157,13 @@ class _Keys:
         values = shard.values.reshape(-1)
         signed = False
         if self.random_seed is not None:
-            generator = torch.Generator().manual_seed(self.random_seed + index)
-            _skip(generator, shard.offset)
+            generator = torch.Generator()
+            if index in self.starts:
+                generator.set_state(self.starts[index])
+            else:
+                generator.manual_seed(self.random_seed + index)
+                _skip(generator, shard.offset)
+                self.starts[index] = generator.get_state()
         else:
             scores = local_scores(self.criterion, shard)
             if scores is not None:
@@ -171,7 +180,11 @@ class _Keys:
                 if signed:
                     keys = float_keys(part.to(dtype, copy=True), self.bits, False)
                 else:
-                    keys = float_keys(part.to(dtype).abs(), self.bits, True)
+                    if self.scratch is None or self.scratch.dtype != dtype:
+                        self.scratch = torch.empty(_CHUNK, dtype=dtype)
+                    magnitudes = self.scratch[:size]
+                    magnitudes.copy_(part)
+                    keys = float_keys(magnitudes.abs_(), self.bits, True)
             alive = None if mask is None else mask[start : start + size] != 0
             yield start, keys, alive
 

@@ -414,25 +414,35 @@ class RefreshAfterForward:
 def apply_local_mask(shard: LocalShard, keep: torch.Tensor) -> None:
     """Prune ``shard``'s target with this rank's block of a keep-mask.
 
-    The new mask is the old one times ``keep``. The first time, torch's
-    ``custom_from_mask`` machinery registers the reparametrization (with a
-    :class:`ShardedMask` hook for DTensors); later, the mask buffer is replaced.
-    Reversible by the rollback (only module containers and attributes change);
-    :func:`commit` does the irreversible part after every rank agreed.
+    The new mask is the old one times ``keep``. The first time, the
+    reparametrization is registered exactly as torch's ``BasePruningMethod.apply``
+    does (``name_orig`` Parameter, ``name_mask`` buffer, a :class:`ShardedMask`
+    forward pre-hook, ``name = name_orig * name_mask``), without its two temporary
+    full-size tensors (``ones_like(orig)`` and its product with the mask); later,
+    the mask buffer is replaced. Reversible by the rollback (only module containers
+    and attributes change); :func:`commit` does the irreversible part after every
+    rank agreed.
     """
     module, name = shard.target.module, shard.target.name
     dtype = shard.values.dtype
     new = keep.reshape(shard.values.shape).to(dtype)
     if shard.mask is not None:
-        new = new * shard.mask.to(dtype)
+        new.mul_(shard.mask)
     if not shard.sharded:
         prune.custom_from_mask(module, name, new)
         release_mask_reference(module, name)
         return
     mask = shard.distribute(new)
     if name not in pruned_tensor_names(module):
-        ShardedMask.apply(module, name, mask)
-        release_mask_reference(module, name)
+        orig = module._parameters[name]
+        assert orig is not None
+        hook = ShardedMask(mask)
+        hook._tensor_name = name
+        module.register_parameter(orig_name(name), orig)
+        del module._parameters[name]
+        module.register_buffer(mask_name(name), mask)
+        vars(module)[name] = hook.apply_mask(module)
+        module.register_forward_pre_hook(hook)
         return
     module._buffers[mask_name(name)] = mask
     for key, hook in list(module._forward_pre_hooks.items()):
