@@ -436,13 +436,13 @@ def apply_local_mask(shard: LocalShard, keep: torch.Tensor) -> None:
     if name not in pruned_tensor_names(module):
         orig = module._parameters[name]
         assert orig is not None
-        hook = ShardedMask(mask)
-        hook._tensor_name = name
+        method = ShardedMask(mask)
+        method._tensor_name = name
         module.register_parameter(orig_name(name), orig)
         del module._parameters[name]
         module.register_buffer(mask_name(name), mask)
-        vars(module)[name] = hook.apply_mask(module)
-        module.register_forward_pre_hook(hook)
+        vars(module)[name] = method.apply_mask(module)
+        module.register_forward_pre_hook(method)
         return
     module._buffers[mask_name(name)] = mask
     for key, hook in list(module._forward_pre_hooks.items()):
