@@ -35,7 +35,14 @@ from prunefw.reparametrization import (
 )
 from prunefw.targets import PruningTarget, check_finite
 
-__all__ = ["PruningContext", "PruningStep", "as_criteria", "check_stored_mask", "importance_scores"]
+__all__ = [
+    "PruningContext",
+    "PruningStep",
+    "as_criteria",
+    "check_stored_mask",
+    "importance_scores",
+    "reporting_batches",
+]
 
 
 @dataclass(frozen=True)
@@ -92,7 +99,7 @@ def as_criteria(value: object, where: str) -> tuple[PruningCriterion, ...]:
     return tuple(items)
 
 
-def _reporting(batches: Iterable[Any], progress: ProgressCallback) -> Iterator[Any]:
+def reporting_batches(batches: Iterable[Any], progress: ProgressCallback) -> Iterator[Any]:
     """Yield ``batches``, reporting a ``"calibrate"`` event after each one has run."""
     total = len(batches) if isinstance(batches, Sized) else None
     for done, batch in enumerate(batches, 1):
@@ -271,7 +278,7 @@ class PruningContext(abc.ABC):
             check_finite(target, getattr(target.module, target.name).detach())
         batches = calibration_data
         if progress is not None and batches is not None and self.requires_calibration:
-            batches = _reporting(calibration_batches(batches), progress)
+            batches = reporting_batches(calibration_batches(batches), progress)
         if before_calibration is not None:
             before_calibration()
         calibrate(self.model, self._calibration_plan(), batches, forward)

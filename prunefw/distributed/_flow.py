@@ -12,7 +12,7 @@ from torch import nn
 
 from prunefw._rollback import rollback_on_error
 from prunefw.calibration import Forward, calibrate, calibration_batches
-from prunefw.contexts.base import PruningContext, PruningStep, _reporting
+from prunefw.contexts.base import PruningContext, PruningStep, reporting_batches
 from prunefw.contexts.layer_context import layer_mask
 from prunefw.criteria.adapter import mask_problem
 from prunefw.criteria.base import PruningCriterion
@@ -285,7 +285,7 @@ def prune_sharded(
                 )
         batches = calibration_data
         if progress is not None and batches is not None and context.requires_calibration:
-            batches = _reporting(calibration_batches(batches), progress)
+            batches = reporting_batches(calibration_batches(batches), progress)
         if context.requires_calibration:
             coll.vote()  # calibration runs the model: FSDP's collectives
         calibrate(context.model, context._calibration_plan(), batches, forward)
