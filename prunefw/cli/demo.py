@@ -324,6 +324,18 @@ def _run_gradual(run: _Run, trained: torch.nn.Module, dense: float) -> dict[str,
     }
 
 
+def _export(model: torch.nn.Module, out: Path) -> None:
+    """Last step: the permanent model as a compressed checkpoint, with the file sizes."""
+    from prunefw.export import MissingExtraError, save_compressed
+
+    try:
+        report = save_compressed(model, out / "digits_mlp_compressed.safetensors")
+    except MissingExtraError as exc:
+        print(f"no compressed export: {exc}")
+        return
+    print(f"exported {report.describe()}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the demo with parsed arguments; return the exit code."""
     started = time.perf_counter()
@@ -364,6 +376,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"{gap}saved the pruned model to {checkpoint}; inspect it with")
     print(f"  prunefw report --model {MODEL_SPEC} --checkpoint {checkpoint}")
     print(f"saved the accuracies to {out / 'accuracy.json'}")
+    _export(model, out)
     if _plot(out / "accuracy.png", dense, settings.sparsities, results):
         print(f"saved the plot to {out / 'accuracy.png'}")
     else:
