@@ -233,3 +233,31 @@ def test_load_state_dict_refuses_malformed_states(state, match):
     pruner = GradualPruner(factory(mlp()), final_sparsity=0.5, end_step=10)
     with pytest.raises(InvalidArgumentError, match=match):
         pruner.load_state_dict(state)
+
+
+# 9. A recipe is data: resolving its module types never imports code.
+def test_recipe_module_types_are_never_imported(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    (tmp_path / "evilmod.py").write_text("print('EVIL RAN')\n")
+    (tmp_path / "r.toml").write_text(
+        '[global]\ncriteria = [{ name = "magnitude", amount = 0.5 }]\n'
+        'module_types = ["evilmod.Block", "this.Zen", "Linear"]\n'
+    )
+    code = (
+        "import sys\n"
+        "from torch import nn\n"
+        "from prunefw.recipes import apply_recipe, load_recipe\n"
+        "recipe = load_recipe('r.toml')\n"
+        "model = nn.Sequential(nn.Linear(4, 4))\n"
+        "apply_recipe(model, recipe)\n"
+        "print('evilmod' in sys.modules, 'this' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
+    assert "EVIL RAN" not in result.stdout
+    assert "Zen of Python" not in result.stdout
