@@ -203,9 +203,10 @@ def install_mask(module: nn.Module, name: str, mask: torch.Tensor) -> None:
     if the tensor was pruned before, ``name`` recomputed with autograd history), but
     ``mask`` itself becomes the ``name_mask`` buffer: torch's ``ones_like`` default
     mask, the cast of the given mask and the product with the old mask are skipped,
-    so the only tensors allocated are the recomputed ``name`` (and, for a mask not
-    in the weight's dtype, the cast inside torch's ``apply_mask``). The hook refers
-    to the buffer (see :func:`release_mask_reference`).
+    so the only tensor allocated is the recomputed ``name`` (for a bool mask as
+    ``orig * mask``, so that its autograd history keeps the 1-byte mask rather than
+    a cast copy; torch's hook recomputes it its own way at the next forward). The
+    hook refers to the buffer (see :func:`release_mask_reference`).
 
     Args:
         module: The module.
@@ -244,7 +245,13 @@ def install_mask(module: nn.Module, name: str, mask: torch.Tensor) -> None:
         module.register_parameter(orig_name(name), getattr(module, name))
         del module._parameters[name]
     module.register_buffer(mask_name(name), mask)
-    setattr(module, name, method.apply_mask(module))
+    if mask.dtype == torch.bool:
+        # orig * mask (bool promoted inside the op): the same values as torch's
+        # apply_mask, but autograd keeps the 1-byte mask, not a float copy of it.
+        recomputed = getattr(module, orig_name(name)) * mask
+    else:
+        recomputed = method.apply_mask(module)
+    setattr(module, name, recomputed)
     module.register_forward_pre_hook(method)
 
 

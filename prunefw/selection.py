@@ -7,7 +7,11 @@ exactly k entries, and it is deterministic.
 
 from __future__ import annotations
 
+import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import torch
 
@@ -20,6 +24,7 @@ __all__ = [
     "select_kth",
     "select_ranks",
     "smallest_k",
+    "write_keys",
     "smallest_k_per_row",
 ]
 
@@ -32,6 +37,8 @@ _KTHVALUE_MAX = 1 << 20
 # enough to stay in cache between the few in-place ops of a pass, large enough that
 # per-op overhead does not matter.
 _CHUNK = 1 << 20
+# Keys sampled to place a selection window (see ``_smallest_k_radix``).
+_SAMPLE = 1 << 18
 
 
 def float_keys(scores: torch.Tensor, bits: int, non_negative: bool) -> torch.Tensor:
@@ -215,6 +222,146 @@ class _DigitScratch:
         return digits
 
 
+_T = TypeVar("_T")
+# Half-width of a sampled selection window in standard deviations of the sample
+# quantile; the chance that the k-th key falls outside is far below 1e-9 for a
+# random sample (and a miss only costs the radix select).
+_WINDOW_SIGMAS = 6.0
+
+
+def write_keys(
+    values: torch.Tensor, signed: bool, out: torch.Tensor, signs: torch.Tensor
+) -> torch.Tensor:
+    """Write integer keys that order like ``values`` into ``out``; allocate nothing else.
+
+    ``out`` (and the scratch ``signs``) is int32 for keys of float32 bits or int64
+    for float64 bits; ``values`` of a narrower float dtype are widened exactly
+    first. Without ``signed`` the keys are those of ``|values|`` (the bits without
+    the sign bit); with it, ``|bits|`` for ``v >= 0`` and ``-|bits|`` for ``v < 0``,
+    so ``-0.0`` and ``+0.0`` get one key. NaN must not occur.
+
+    Example:
+        >>> v = torch.tensor([-2.0, -0.0, 0.0, 1.5])
+        >>> out, signs = torch.empty(4, dtype=torch.int32), torch.empty(4, dtype=torch.int32)
+        >>> k = write_keys(v, True, out, signs)
+        >>> k.argsort(stable=True).tolist(), int(k[1]) == int(k[2])
+        ([0, 1, 2, 3], True)
+    """
+    bits = 64 if out.dtype == torch.int64 else 32
+    float_dtype = torch.float64 if bits == 64 else torch.float32
+    top = bits - 1
+    magnitude_bits = (1 << top) - 1
+    if values.dtype == float_dtype:
+        raw = values.contiguous().view(out.dtype)
+    else:  # exact widening (float16, bfloat16, float32 -> float64)
+        out.view(float_dtype).copy_(values)
+        raw = out
+    if not signed:
+        return torch.bitwise_and(raw, magnitude_bits, out=out)
+    torch.bitwise_right_shift(raw, top, out=signs)  # -1 for negatives, else 0
+    torch.bitwise_and(raw, magnitude_bits, out=out)
+    out.bitwise_xor_(signs)
+    return out.sub_(signs)
+
+
+class ChunkWorkers:
+    """Runs chunk jobs on ``torch.get_num_threads()`` threads, one intra-op thread each.
+
+    Many small ops on one thread each do not wait for each other at the end of
+    every op (as torch's intra-op threads do), which matters on a busy machine.
+    The caller's thread settings are not touched. Use as a context manager.
+    """
+
+    def __init__(self) -> None:
+        count = torch.get_num_threads()
+        self.pool = (
+            ThreadPoolExecutor(count, "prunefw-chunks", torch.set_num_threads, (1,))
+            if count > 1
+            else None
+        )
+
+    def map(self, job: Callable[[int, int], _T], spans: Sequence[tuple[int, int]]) -> list[_T]:
+        """``[job(start, size) for start, size in spans]``, computed by the workers."""
+        if self.pool is None:
+            return [job(start, size) for start, size in spans]
+        futures = [self.pool.submit(job, start, size) for start, size in spans]
+        return [future.result() for future in futures]
+
+    def __enter__(self) -> ChunkWorkers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
+
+def sample_window(sample: torch.Tensor, rank: int, n: int) -> tuple[int | None, int | None]:
+    """Keys ``[low, high)`` that contain the ``rank``-th smallest of ``n`` w.h.p.
+
+    Args:
+        sample: Sorted keys of a sample of the ``n`` (empty: no window).
+        rank: 1-based rank.
+        n: How many keys there are.
+
+    Returns:
+        ``(low, high)``; ``None`` for an open side.
+    """
+    m = sample.numel()
+    if m == 0:
+        return None, None
+    p = (rank - 0.5) / n
+    centre = p * m
+    margin = _WINDOW_SIGMAS * math.sqrt(m * p * (1 - p)) + 4
+    low_index, high_index = math.floor(centre - margin), math.ceil(centre + margin)
+    low = int(sample[low_index]) if low_index > 0 else None
+    high = int(sample[high_index]) + 1 if high_index < m else None
+    if high is not None and high > torch.iinfo(sample.dtype).max:
+        high = None
+    return low, high
+
+
+def collect_window(
+    keys: torch.Tensor,
+    alive: torch.Tensor | None,
+    window: tuple[int | None, int | None],
+    below: torch.Tensor,
+    inside: torch.Tensor,
+) -> tuple[int, torch.Tensor]:
+    """Count the survivors below ``window`` and return the keys inside it.
+
+    ``below`` and ``inside`` are bool scratch buffers of ``keys``' size.
+    """
+    low, high = window
+    count = 0
+    if low is None:
+        below.fill_(False)
+    else:
+        torch.lt(keys, low, out=below)
+        if alive is not None:
+            below.logical_and_(alive)
+        count = int(torch.count_nonzero(below))
+    if high is None:
+        torch.logical_not(below, out=inside)
+    else:
+        torch.lt(keys, high, out=inside)
+        inside.logical_xor_(below)
+    if alive is not None:
+        inside.logical_and_(alive)
+    return count, keys.index_select(0, inside.nonzero().squeeze(1))
+
+
+def tie_budgets(equal_counts: Sequence[tuple[_T, int]], ties: int) -> dict[_T, int]:
+    """Hand ``ties`` out to chunks in order, each up to its count of tied keys."""
+    budgets: dict[_T, int] = {}
+    for where, count in equal_counts:
+        if ties <= 0:
+            break
+        if count:
+            budgets[where] = min(count, ties)
+            ties -= budgets[where]
+    return budgets
+
+
 def smallest_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Mark the ``k`` smallest entries of ``scores``.
 
@@ -319,29 +466,81 @@ def smallest_k_per_row(
 
 
 def _smallest_k_radix(flat: torch.Tensor, k: int) -> torch.Tensor:
-    """``smallest_k`` for a large 1-D float vector: radix select over chunks."""
+    """``smallest_k`` for a large 1-D float vector.
+
+    A sample of the keys places a window around the k-th; one parallel pass counts
+    the keys below it and collects those inside, among which the k-th is selected
+    (the radix select if the sample misled); one more pass marks the result.
+    """
     bits = 64 if flat.dtype == torch.float64 else 32
-    dtype = torch.float64 if bits == 64 else torch.float32
-    chunks = flat.split(_CHUNK)
-    # No sign bit set anywhere (magnitudes): the bits order like the floats as they are,
-    # so float32/float64 chunks are read in place instead of copied and transformed.
-    plain = not bool(torch.signbit(flat).any())
+    key_dtype = torch.int64 if bits == 64 else torch.int32
+    signed = bool(torch.signbit(flat).any())  # magnitudes: the plain bits order them
+    n = flat.numel()
+    spans = [(start, min(_CHUNK, n - start)) for start in range(0, n, _CHUNK)]
+    local = threading.local()
 
-    def keys(chunk: torch.Tensor) -> torch.Tensor:
-        if plain:
-            return float_keys(chunk.to(dtype).contiguous(), bits, non_negative=True)
-        return float_keys(chunk.to(dtype, copy=True), bits, non_negative=False)
+    def keys_of(start: int, size: int) -> torch.Tensor:
+        buffers = getattr(local, "buffers", None)
+        if buffers is None:
+            buffers = local.buffers = (
+                torch.empty(_CHUNK, dtype=key_dtype, device=flat.device),
+                torch.empty(_CHUNK, dtype=key_dtype, device=flat.device),
+                torch.empty((2, _CHUNK), dtype=torch.bool, device=flat.device),
+            )
+        return write_keys(flat[start : start + size], signed, buffers[0][:size], buffers[1][:size])
 
-    key, count_less = select_kth(lambda: ((keys(c), None) for c in chunks), k, bits)
+    stride = max(1, n // _SAMPLE)
+    picked = flat[stride // 2 :: stride].contiguous()
+    sample = (
+        write_keys(
+            picked,
+            signed,
+            torch.empty_like(picked, dtype=key_dtype),
+            torch.empty_like(picked, dtype=key_dtype),
+        )
+        .sort()
+        .values
+    )
+    window = sample_window(sample, k, n)
     selected = torch.empty(flat.shape, dtype=torch.bool, device=flat.device)
-    ties = k - count_less
-    for chunk, out in zip(chunks, selected.split(_CHUNK), strict=True):
-        chunk_keys = keys(chunk)
-        torch.lt(chunk_keys, key, out=out)
-        if ties:
-            tied = (chunk_keys == key).nonzero().squeeze(1)[:ties]
-            out[tied] = True
-            ties -= tied.numel()
+    with ChunkWorkers() as workers:
+
+        def collect(start: int, size: int) -> tuple[int, torch.Tensor]:
+            keys = keys_of(start, size)
+            flags = local.buffers[2]
+            return collect_window(keys, None, window, flags[0, :size], flags[1, :size])
+
+        found = workers.map(collect, spans)
+        below = sum(count for count, _ in found)
+        inside = torch.cat([keys for _, keys in found])
+        if below < k <= below + inside.numel():
+            key = int(torch.kthvalue(inside, k - below).values)
+            less = below + int(torch.count_nonzero(inside < key))
+            equal = [
+                (start, int(torch.count_nonzero(c == key)))
+                for (start, _), (_, c) in zip(spans, found, strict=True)
+            ]
+        else:
+            key, less = select_kth(lambda: ((keys_of(s, z), None) for s, z in spans), k, bits)
+            equal = list(
+                zip(
+                    [s for s, _ in spans],
+                    workers.map(lambda s, z: int(torch.count_nonzero(keys_of(s, z) == key)), spans),
+                    strict=True,
+                )
+            )
+        del found, inside
+        budgets = tie_budgets(equal, k - less)
+
+        def mark(start: int, size: int) -> None:
+            keys = keys_of(start, size)
+            out = selected[start : start + size]
+            torch.lt(keys, key, out=out)
+            budget = budgets.get(start, 0)
+            if budget:
+                out[(keys == key).nonzero().squeeze(1)[:budget]] = True
+
+        workers.map(mark, spans)
     return selected
 
 

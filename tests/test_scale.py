@@ -299,3 +299,32 @@ def test_llm_benchmark_smoke_run():
     assert "ran streaming" in rows["streaming_bool"] and "== default_call" in rows["streaming_bool"]
     assert "4 progress events" in rows["sequential_wanda"]
     assert all("masks ok" in rows[c] for c in ("default_call", "oneshot_wanda", "sequential_wanda"))
+
+
+def test_bool_mask_autograd_keeps_the_one_byte_mask():
+    model = pruned("streaming")
+    saved = model[0].weight.grad_fn._saved_other
+    assert saved.dtype == torch.bool and saved.data_ptr() == model[0].weight_mask.data_ptr()
+
+
+# --- smallest_k on large vectors: the sampled window and its fallback ----------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("miss", [False, True])
+def test_smallest_k_window_and_fallback_match_a_stable_sort(monkeypatch, dtype, miss):
+    from prunefw import selection
+
+    monkeypatch.setattr(selection, "_CHUNK", 1000)
+    monkeypatch.setattr(selection, "_SAMPLE", 64)
+    if miss:
+        monkeypatch.setattr(selection, "sample_window", lambda sample, rank, n: (None, -(2**31)))
+    n = selection._KTHVALUE_MAX + 4321
+    gen = torch.Generator().manual_seed(5)
+    values = ((torch.randn(n, generator=gen) * 8).round() / 8).to(dtype)  # ties, signs
+    values[::89] = -0.0
+    for k in (1, 12_345, n // 2, n - 1):
+        order = torch.sort(values.double(), stable=True).indices[:k]
+        expected = torch.zeros(n, dtype=torch.bool)
+        expected[order] = True
+        assert torch.equal(selection.smallest_k(values, k), expected)

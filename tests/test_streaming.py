@@ -261,10 +261,9 @@ def test_a_misleading_sample_falls_back_to_the_radix_select(tiny_chunks, monkeyp
 
     def wrong_window(sample, rank, n):
         calls.append(rank)
-        top = int(sample.max())
-        return _streaming._Window(top + 1, None)  # above every key: the k-th is below it
+        return int(sample.max()) + 1, None  # above every key: the k-th is below it
 
-    monkeypatch.setattr(_streaming, "_window", wrong_window)
+    monkeypatch.setattr(_streaming, "sample_window", wrong_window)
     default, streaming = both(
         lambda: [MagnitudeCriterion(amount=0.5), PercentileCriterion(0.2, 0.7)],
         lambda: big_model(quantum=0.02),

@@ -60,13 +60,10 @@ shards.)
 
 from __future__ import annotations
 
-import contextlib
-import math
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Literal
 
 import torch
 
@@ -74,7 +71,15 @@ from prunefw.contexts.base import importance_scores
 from prunefw.criteria.base import PruningCriterion, RankSelection
 from prunefw.errors import InvalidArgumentError
 from prunefw.reparametrization import install_mask, mask_of, release_mask_reference
-from prunefw.selection import Reduce, select_ranks
+from prunefw.selection import (
+    ChunkWorkers,
+    Reduce,
+    collect_window,
+    sample_window,
+    select_ranks,
+    tie_budgets,
+    write_keys,
+)
 from prunefw.targets import PruningTarget
 
 __all__ = ["CHUNK", "SAMPLE", "TargetKeys", "count_survivors", "prune_streaming"]
@@ -84,11 +89,6 @@ CHUNK = 1 << 20
 #: Keys sampled to place the selection window (below ``4 * SAMPLE`` survivors there
 #: is no sample: every survivor is a candidate).
 SAMPLE = 1 << 18
-# Half-width of the window in standard deviations of the sample quantile; the
-# chance that the k-th key falls outside is far below 1e-9 for random samples.
-_WINDOW_SIGMAS = 6.0
-
-_T = TypeVar("_T")
 _Kind = Literal["magnitude", "signed", "keys"]
 
 
@@ -214,22 +214,7 @@ class TargetKeys:
         self, values: torch.Tensor, signed: bool, out: torch.Tensor, signs: torch.Tensor
     ) -> None:
         """Write the keys of float ``values`` into ``out`` (no other allocation)."""
-        top = self.bits - 1
-        magnitude_bits = (1 << top) - 1
-        if values.dtype == self.float_dtype:
-            raw = values.contiguous().view(self.key_dtype)
-        else:  # exact widening (float16, bfloat16, float32 -> float64)
-            out.view(self.float_dtype).copy_(values)
-            raw = out
-        if not signed:
-            # |v|: the bits without the sign bit order like the magnitudes.
-            torch.bitwise_and(raw, magnitude_bits, out=out)
-            return
-        # Signed: key = |bits| for v >= 0 and -|bits| for v < 0 (so -0.0 == +0.0).
-        torch.bitwise_right_shift(raw, top, out=signs)  # -1 for negatives, else 0
-        torch.bitwise_and(raw, magnitude_bits, out=out)
-        out.bitwise_xor_(signs)
-        out.sub_(signs)
+        write_keys(values, signed, out, signs)
 
     def key_of(self, value: float) -> tuple[int, bool]:
         """The key of ``value`` rounded to the keys' float dtype, and whether it rounded down."""
@@ -295,40 +280,6 @@ def count_survivors(targets: Sequence[PruningTarget], reduce: Reduce | None = No
     return int(total)
 
 
-# -- workers ---------------------------------------------------------------------------
-
-
-class _Workers:
-    """Runs chunk jobs on ``torch.get_num_threads()`` threads, one intra-op thread each."""
-
-    def __init__(self) -> None:
-        count = torch.get_num_threads()
-        self.pool = (
-            ThreadPoolExecutor(count, "prunefw-streaming", torch.set_num_threads, (1,))
-            if count > 1
-            else None
-        )
-
-    def map(self, job: Callable[[int, int], _T], spans: Sequence[tuple[int, int]]) -> list[_T]:
-        if self.pool is None:
-            return [job(start, size) for start, size in spans]
-        futures = [self.pool.submit(job, start, size) for start, size in spans]
-        return [future.result() for future in futures]
-
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
-
-
-@contextlib.contextmanager
-def _workers() -> Iterator[_Workers]:
-    workers = _Workers()
-    try:
-        yield workers
-    finally:
-        workers.close()
-
-
 # -- selection -------------------------------------------------------------------------
 
 
@@ -362,55 +313,19 @@ class _Boundary:
             out[equal.nonzero().squeeze(1)[:budget]] = True
 
 
-def _budgets(equal_counts: Sequence[tuple[tuple[int, int], int]], ties: int) -> dict:
-    """Hand ``ties`` out to the chunks in order, each up to its count of equal keys."""
-    budgets = {}
-    for where, count in equal_counts:
-        if ties <= 0:
-            break
-        if count:
-            budgets[where] = min(count, ties)
-            ties -= budgets[where]
-    return budgets
-
-
-@dataclass
-class _Window:
-    """Keys in ``[low, high)`` are candidates; ``None`` bounds are open."""
-
-    low: int | None
-    high: int | None
-
-
-def _window(sample: torch.Tensor, rank: int, n: int) -> _Window:
-    """A key window that contains the ``rank``-th smallest of ``n`` w.h.p., from a sample."""
-    m = sample.numel()
-    if m == 0:
-        return _Window(None, None)
-    p = (rank - 0.5) / n
-    centre = p * m
-    margin = _WINDOW_SIGMAS * math.sqrt(m * p * (1 - p)) + 4
-    low_index, high_index = math.floor(centre - margin), math.ceil(centre + margin)
-    low = int(sample[low_index]) if low_index > 0 else None
-    high = int(sample[high_index]) + 1 if high_index < m else None
-    if high is not None and high > torch.iinfo(sample.dtype).max:
-        high = None
-    return _Window(low, high)
-
-
 def _select(
     keys: TargetKeys,
     ranks: Sequence[int],
     n: int,
     reduce: Reduce | None,
-    workers: _Workers,
+    workers: ChunkWorkers,
 ) -> list[_Boundary]:
     """The boundaries of ``ranks`` (1-based, among the ``n`` survivors), with tie budgets."""
     found: list[tuple[int, int] | None] = [None] * len(ranks)
     equal: list[list[tuple[tuple[int, int], int]]] = [[] for _ in ranks]
     if reduce is None:
         sample = keys.sample(SAMPLE) if n > 4 * SAMPLE else torch.empty(0, dtype=keys.key_dtype)
-        windows = [_window(sample, rank, n) for rank in ranks]
+        windows = [sample_window(sample, rank, n) for rank in ranks]
         below = [0] * len(ranks)
         candidates: list[list[tuple[tuple[int, int], torch.Tensor]]] = [[] for _ in ranks]
         for index in range(len(keys.targets)):
@@ -422,7 +337,7 @@ def _select(
                 chunk_keys = keys.keys_into(values, start, size)
                 alive = keys.survivors_into(values, start, size)
                 below, inside, _ = keys.flags(chunk_keys.device, size)
-                return [_collect(chunk_keys, alive, w, below, inside) for w in windows]
+                return [collect_window(chunk_keys, alive, w, below, inside) for w in windows]
 
             spans = keys.spans(index)
             for (start, _), results in zip(spans, workers.map(job, spans), strict=True):
@@ -449,38 +364,12 @@ def _select(
     boundaries = []
     for i, rank in enumerate(ranks):
         key, less = found[i]  # type: ignore[misc]
-        boundaries.append(_Boundary(key, _budgets(equal[i], rank - less)))
+        boundaries.append(_Boundary(key, tie_budgets(equal[i], rank - less)))
     return boundaries
 
 
-def _collect(
-    keys: torch.Tensor,
-    alive: torch.Tensor | None,
-    window: _Window,
-    below: torch.Tensor,
-    inside: torch.Tensor,
-) -> tuple[int, torch.Tensor]:
-    """Count the survivors below ``window`` and return those inside it (scratch flags given)."""
-    count = 0
-    if window.low is None:
-        below.fill_(False)
-    else:
-        torch.lt(keys, window.low, out=below)
-        if alive is not None:
-            below.logical_and_(alive)
-        count = int(torch.count_nonzero(below))
-    if window.high is None:
-        torch.logical_not(below, out=inside)
-    else:
-        torch.lt(keys, window.high, out=inside)
-        inside.logical_xor_(below)
-    if alive is not None:
-        inside.logical_and_(alive)
-    return count, keys.index_select(0, inside.nonzero().squeeze(1))
-
-
 def _count_equal(
-    keys: TargetKeys, key: int, workers: _Workers
+    keys: TargetKeys, key: int, workers: ChunkWorkers
 ) -> list[tuple[tuple[int, int], int]]:
     """Per chunk, how many survivors have exactly ``key`` (a pass over the keys)."""
     counts: list[tuple[tuple[int, int], int]] = []
@@ -550,7 +439,7 @@ def _plan(
     keys: TargetKeys,
     n: int,
     reduce: Reduce | None,
-    workers: _Workers,
+    workers: ChunkWorkers,
 ) -> _Keep:
     """Turn a rank selection into a keep rule (runs the selection)."""
     if selection.min_threshold is not None:
@@ -608,7 +497,7 @@ def prune_streaming(
             "returned None); use the default strategy"
         )
     keys = TargetKeys(criterion, targets, selection.random_seed)
-    with _workers() as workers:
+    with ChunkWorkers() as workers:
         plan = _plan(selection, keys, n, reduce, workers)
         for index, target in enumerate(targets):
             module, name = target.module, target.name
