@@ -29,12 +29,12 @@ from prunefw.reparametrization import install_deepcopy_support, mask_of, refresh
 from prunefw.targets import PruningTarget, check_finite
 
 from ._collectives import Collectives, DistributedPruningError
+from ._fsdp import fsdp_unit_of
 from ._select import global_keep
 from ._shards import (
     LocalShard,
     apply_local_mask,
     commit,
-    fsdp_unit_of,
     is_dtensor,
     local_shard,
     stored_tensor,
@@ -216,11 +216,9 @@ def _warn_whole_tensors_globally(coll: Collectives, context: PruningContext) -> 
     """``_warn_whole_tensors`` with global counts (one all-reduce for all targets)."""
     flagged: list[tuple[PruningStep, PruningTarget]] = []
     for step in context.steps:
-        crit = step.criterion
-        numel = sum(stored_tensor(t.module, t.name).numel() for t in step.targets)
-        # Asked as in process (a random criterion's generator advances the same way).
-        selection = crit.rank_selection(numel) if crit.supports_streaming() else None
-        if selection is None or selection.min_threshold is None:
+        # Threshold criteria, recognised as in process (never by asking rank_selection(),
+        # which would draw from a random criterion's generator).
+        if getattr(step.criterion, "min_threshold", None) is None:
             continue
         flagged.extend((step, target) for target in step.targets)
     if not flagged:

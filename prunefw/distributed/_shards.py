@@ -27,8 +27,6 @@ each rank's block is a contiguous range of the tensor's flat (row-major) order.
 from __future__ import annotations
 
 import math
-import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -50,17 +48,15 @@ from prunefw.reparametrization import (
 from prunefw.targets import PruningTarget
 
 from ._collectives import tally
+from ._fsdp import fsdp_param_of, rename_fsdp_param, sharded_orig
 
 __all__ = [
     "LocalShard",
     "ShardedMask",
     "apply_local_mask",
     "enforce_masks",
-    "fsdp_param_of",
-    "fsdp_unit_of",
     "is_dtensor",
     "local_shard",
-    "rename_fsdp_param",
     "zero_pruned_shard",
 ]
 
@@ -225,77 +221,6 @@ def local_shard(target: PruningTarget) -> LocalShard:
     return LocalShard(target, stored, values, local_mask, offset, owned)
 
 
-# -- FSDP2 bookkeeping ---------------------------------------------------------------
-
-_FSDP_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[str, Any]] = weakref.WeakKeyDictionary()
-
-
-def _fsdp_states() -> Iterator[tuple[nn.Module, Any]]:
-    try:
-        from torch.distributed._composable_state import _module_state_mapping
-    except ImportError:  # pragma: no cover - torch without composable FSDP
-        return
-    for unit, ref in list(_module_state_mapping.items()):
-        state = ref()
-        group = getattr(state, "_fsdp_param_group", None) if state is not None else None
-        if group is not None:
-            yield unit, group
-
-
-def _find_fsdp(module: nn.Module, param_name: str) -> tuple[nn.Module, Any] | None:
-    for unit, group in _fsdp_states():
-        for fsdp_param in getattr(group, "fsdp_params", ()):
-            info = getattr(fsdp_param, "_module_info", None)
-            if info is not None and info.module is module and info.param_name == param_name:
-                return unit, fsdp_param
-    return None
-
-
-def fsdp_param_of(module: nn.Module, param_name: str) -> Any | None:
-    """FSDP2's record (``FSDPParam``) of ``module.<param_name>``, or ``None``."""
-    cache = _FSDP_CACHE.setdefault(module, {})
-    ref = cache.get(param_name)
-    found = ref() if ref is not None else None
-    if found is not None and found._module_info.param_name == param_name:
-        return found
-    hit = _find_fsdp(module, param_name)
-    if hit is None:
-        cache.pop(param_name, None)
-        return None
-    cache[param_name] = weakref.ref(hit[1])
-    return hit[1]
-
-
-def fsdp_unit_of(module: nn.Module, param_name: str) -> nn.Module | None:
-    """The module ``fully_shard`` was applied to that manages ``module.<param_name>``."""
-    hit = _find_fsdp(module, param_name)
-    return None if hit is None else hit[0]
-
-
-def rename_fsdp_param(module: nn.Module, old: str, new: str) -> bool:
-    """Tell FSDP2 that ``module.<old>`` is now registered as ``module.<new>``.
-
-    Returns:
-        Whether FSDP2 manages the Parameter (and was told).
-    """
-    fsdp_param = fsdp_param_of(module, old)
-    if fsdp_param is None:
-        return False
-    fsdp_param._module_info.param_name = new
-    cache = _FSDP_CACHE.setdefault(module, {})
-    cache.pop(old, None)
-    cache[new] = weakref.ref(fsdp_param)
-    return True
-
-
-def _sharded_orig(module: nn.Module, name: str) -> torch.Tensor:
-    """``name_orig`` as stored between forwards (FSDP's sharded Parameter if FSDP manages it)."""
-    fsdp_param = fsdp_param_of(module, orig_name(name))
-    if fsdp_param is not None:
-        return fsdp_param.sharded_param
-    return module._parameters[orig_name(name)]  # type: ignore[return-value]
-
-
 # -- the mask in backward --------------------------------------------------------------
 
 _BIT_WEIGHTS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
@@ -377,7 +302,7 @@ class ShardedMask(prune.CustomFromMask):
         """
         name = self._tensor_name
         assert name is not None
-        orig = _sharded_orig(module, name)
+        orig = sharded_orig(module, name)
         mask = module._buffers[mask_name(name)]
         assert mask is not None
         with torch.no_grad():
@@ -404,7 +329,7 @@ class RefreshAfterForward:
         self.name = name
 
     def __call__(self, module: nn.Module, args: Any, output: Any) -> None:
-        orig = _sharded_orig(module, self.name)
+        orig = sharded_orig(module, self.name)
         mask = module._buffers.get(mask_name(self.name))
         if isinstance(orig, DTensor) and mask is not None:
             with torch.no_grad():
@@ -457,7 +382,7 @@ def apply_local_mask(shard: LocalShard, keep: torch.Tensor) -> None:
 
 def zero_pruned_shard(module: nn.Module, name: str) -> None:
     """Write zeros into the stored shard at pruned entries, in place (FSDP sees them)."""
-    orig = _sharded_orig(module, name)
+    orig = sharded_orig(module, name)
     mask = module._buffers.get(mask_name(name))
     if isinstance(orig, DTensor) and mask is not None:
         with torch.no_grad():
@@ -496,7 +421,7 @@ def enforce_masks(model: nn.Module) -> int:
         for name in pruned_tensor_names(module):
             if isinstance(module._buffers.get(mask_name(name)), DTensor):
                 zero_pruned_shard(module, name)
-                orig = _sharded_orig(module, name)
+                orig = sharded_orig(module, name)
                 mask = module._buffers[mask_name(name)]
                 assert mask is not None
                 with torch.no_grad():
