@@ -128,7 +128,7 @@ def all_equal_across_ranks(tensors: list[torch.Tensor]) -> bool:
 
 def local_state(model: nn.Module) -> list[Any]:
     """What pruning may change on this rank: names, objects, local bytes, hooks, FSDP records."""
-    from prunefw.distributed._shards import fsdp_param_of
+    from prunefw.distributed._fsdp import fsdp_param_of
 
     def bits(t: torch.Tensor) -> bytes:
         local = t.to_local() if hasattr(t, "to_local") else t
@@ -258,6 +258,19 @@ def global_default_strategy(rank: int, world: int, tmp: Path) -> None:
         model = shard(make_mlp(quantum=0.05), world)
         GlobalPruningContext(model, crits()).prune()
         assert_same_masks(masks(model), masks(reference), "masks vs global_unstructured")
+
+
+@scenario
+def reused_random_criterion(rank: int, world: int, tmp: Path) -> None:
+    """One seeded random criterion object pruning twice: its generator advances as in process."""
+    reference, model = make_mlp(), shard(make_mlp(), world)
+    crits = [RandomCriterion(0.3, seed=8), RandomCriterion(0.3, seed=8)]
+    for m, crit in zip((reference, model), crits, strict=True):
+        strategy = {"strategy": "streaming"} if m is reference else {}
+        GlobalPruningContext(m, [crit], **strategy).prune()
+        GlobalPruningContext(m, [crit], **strategy).prune()
+        LayerPruningContext({m[2]: crit}).prune()
+    assert_same_masks(masks(model), masks(reference), "masks")
 
 
 @scenario
@@ -436,9 +449,16 @@ def ddp(rank: int, world: int, tmp: Path) -> None:
         "gradual masks differ"
     )
     assert abs(pruner.sparsity() - 0.8) < 1e-3
-    save_pruned_checkpoint(model, str(tmp / "ddp-ckpt"), extra={"pruner": pruner.state_dict()})
+    assert all_equal_across_ranks([p.detach() for p in model.parameters()]), "weights differ"
+    save_pruned_checkpoint(
+        model, str(tmp / f"ddp-ckpt-{world}"), extra={"pruner": pruner.state_dict()}
+    )
     if rank == 0:
-        torch.save({"masks": masks(model), "output": model.module(inputs())}, tmp / "ddp-ref.pt")
+        reference_state = {k: v.clone() for k, v in model.module.state_dict().items()}
+        torch.save(
+            {"masks": masks(model), "output": model.module(inputs()), "state": reference_state},
+            tmp / f"ddp-ref-{world}.pt",
+        )
 
 
 @scenario
@@ -491,6 +511,30 @@ def gradual_fsdp(rank: int, world: int, tmp: Path) -> None:
         for pruner in pruners:
             pruner.step()
     assert_same_masks(masks(model), masks(reference), "gradual masks")
+
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "distributed.md"
+
+
+def doc_blocks() -> list[str]:
+    """The python blocks of docs/distributed.md: FSDP workflow, single-process load, DDP."""
+    import re
+
+    return re.findall(r"```python\n(.*?)```", DOCS.read_text(), re.S)
+
+
+@scenario
+def docs_examples(rank: int, world: int, tmp: Path) -> None:
+    """docs/distributed.md's FSDP and DDP examples run as written, on every rank."""
+    fsdp, _, ddp = doc_blocks()
+    here = os.getcwd()
+    (tmp / "docs").mkdir(exist_ok=True)
+    os.chdir(tmp / "docs")
+    try:
+        exec(compile(fsdp, "docs/distributed.md (FSDP)", "exec"), {})
+        exec(compile(ddp, "docs/distributed.md (DDP)", "exec"), {})
+    finally:
+        os.chdir(here)
 
 
 # -- launcher ---------------------------------------------------------------------------

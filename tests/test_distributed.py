@@ -31,6 +31,7 @@ SCENARIOS = {
         "global_contexts",
         "global_default_strategy",
         "unseeded_random",
+        "reused_random_criterion",
         "layer_contexts",
         "training",
         "permanent",
@@ -38,6 +39,7 @@ SCENARIOS = {
         "ddp",
         "checkpoint",
         "gradual_fsdp",
+        "docs_examples",
     ],
     3: [
         "global_contexts",
@@ -47,6 +49,7 @@ SCENARIOS = {
         "rollback",
         "ddp",
         "checkpoint",
+        "docs_examples",
     ],
 }
 
@@ -91,6 +94,10 @@ def test_magnitude_and_percentile_equal_the_default_strategy(runs: Any) -> None:
 @WORLDS
 def test_unseeded_random_gives_one_mask_on_every_rank(runs: Any, world: int) -> None:
     check(runs, world, "unseeded_random")
+
+
+def test_a_reused_random_criterion_draws_as_in_one_process(runs: Any) -> None:
+    check(runs, 2, "reused_random_criterion")
 
 
 @WORLDS
@@ -163,14 +170,36 @@ def test_sharded_checkpoint_loads_into_a_single_process_model(runs: Any) -> None
 def test_ddp_checkpoint_loads_into_a_single_process_model_with_the_pruner_state(runs: Any) -> None:
     from prunefw.distributed import load_pruned_checkpoint
 
-    reference = _reference(runs, "ddp-ref.pt")
+    reference = _reference(runs, "ddp-ref-2.pt")
     model = make_mlp(seed=1)
     template = {"pruner": {"step_count": 0, "config": {}}}
-    extra = load_pruned_checkpoint(model, str(Path(runs.tmp) / "ddp-ckpt"), extra=template)
+    extra = load_pruned_checkpoint(model, str(Path(runs.tmp) / "ddp-ckpt-2"), extra=template)
     assert extra["pruner"]["step_count"] == 5
     for got, expected in zip(masks(model), reference["masks"], strict=True):
         assert torch.equal(got, expected)
+    loaded = model.state_dict()
+    differ = [k for k, v in reference["state"].items() if not torch.equal(loaded[k], v)]
+    assert not differ, f"loaded tensors differ from the saved model's: {differ}"
     assert torch.equal(model(inputs()), reference["output"])
+
+
+@WORLDS
+def test_docs_examples_run_on_every_rank(runs: Any, world: int) -> None:
+    check(runs, world, "docs_examples")
+
+
+def test_docs_single_process_example_loads_the_docs_checkpoint(
+    runs: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distributed_scenarios import doc_blocks
+
+    check(runs, 2, "docs_examples")
+    check(runs, 3, "docs_examples")  # the last writer of pruned-ckpt
+    monkeypatch.chdir(Path(runs.tmp) / "docs")
+    namespace: dict[str, Any] = {}
+    exec(compile(doc_blocks()[1], "docs/distributed.md (one process)", "exec"), namespace)
+    model = namespace["model"]
+    assert sparsity_report(model).zeros >= round(0.8 * (32 * 64 + 64 * 10))
 
 
 # -- single-process pieces ----------------------------------------------------------------
