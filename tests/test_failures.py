@@ -20,6 +20,7 @@ from prunefw import (
     PruningContext,
     PruningCriterion,
 )
+from prunefw.contexts import streaming
 from prunefw.errors import InvalidArgumentError, InvalidMaskError
 
 # --------------------------------------------------------------------------- helpers
@@ -239,7 +240,8 @@ class ScoresFailOnCall(MagnitudeCriterion):
 
 @pytest.fixture
 def mask_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[nn.Module, str]]:
-    """Record every ``prune.custom_from_mask`` call (also those inside global_unstructured)."""
+    """Record every mask application: ``prune.custom_from_mask`` (also inside
+    global_unstructured) and the streaming strategy's ``install_mask``."""
     calls: list[tuple[nn.Module, str]] = []
     real = prune.custom_from_mask
 
@@ -248,6 +250,14 @@ def mask_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[nn.Module, str]]:
         return real(module, name, mask)
 
     monkeypatch.setattr(prune, "custom_from_mask", spy)
+    # The streaming strategy writes torch's reparametrization with install_mask.
+    real_install = streaming.install_mask
+
+    def install_spy(module: nn.Module, name: str, mask: torch.Tensor) -> None:
+        calls.append((module, name))
+        real_install(module, name, mask)
+
+    monkeypatch.setattr(streaming, "install_mask", install_spy)
     return calls
 
 
