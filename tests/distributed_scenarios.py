@@ -274,6 +274,36 @@ def reused_random_criterion(rank: int, world: int, tmp: Path) -> None:
 
 
 @scenario
+def hsdp(rank: int, world: int, tmp: Path) -> None:
+    """HSDP (2-D mesh, Replicate x Shard(0)): replicas count once; masks, outputs, training."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    for shape in ((world, 1), (1, world)):
+        mesh = init_device_mesh("cpu", shape, mesh_dim_names=("replicate", "shard"))
+        reference, model = make_mlp(quantum=0.05), make_mlp(quantum=0.05)
+        for module in linears(model):
+            fully_shard(module, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        from torch.distributed.tensor import Replicate, Shard
+
+        assert all(m.weight.placements == (Replicate(), Shard(0)) for m in linears(model))
+        crits = [MagnitudeCriterion(amount=0.4), PercentileCriterion(0.1, 0.9)]
+        GlobalPruningContext(reference, crits, strategy="streaming").prune()
+        crits = [MagnitudeCriterion(amount=0.4), PercentileCriterion(0.1, 0.9)]
+        GlobalPruningContext(model, crits).prune()
+        LayerPruningContext({reference[0]: RandomCriterion(0.2, seed=1)}).prune()
+        LayerPruningContext({model[0]: RandomCriterion(0.2, seed=1)}).prune()
+        x = inputs()
+        model(x).sum().backward()  # the mask gather in backward, on a 2-D mesh
+        got, out = masks(model), model(x)
+        report = sparsity_report(model, pruned_only=True).zeros
+        assert_same_masks(got, masks(reference), f"HSDP {shape} masks")
+        assert torch.equal(out, reference(x)), f"HSDP {shape} outputs differ"
+        assert report == sparsity_report(reference, pruned_only=True).zeros
+
+
+@scenario
 def unseeded_random(rank: int, world: int, tmp: Path) -> None:
     """Unseeded random criteria: rank 0's generator, so one mask everywhere."""
     model = shard(make_mlp(), world)

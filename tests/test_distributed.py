@@ -40,6 +40,7 @@ SCENARIOS = {
         "checkpoint",
         "gradual_fsdp",
         "docs_examples",
+        "hsdp",
     ],
     3: [
         "global_contexts",
@@ -50,6 +51,7 @@ SCENARIOS = {
         "ddp",
         "checkpoint",
         "docs_examples",
+        "hsdp",
     ],
 }
 
@@ -89,6 +91,12 @@ def test_global_pruning_of_sharded_model_equals_single_process(runs: Any, world:
 
 def test_magnitude_and_percentile_equal_the_default_strategy(runs: Any) -> None:
     check(runs, 2, "global_default_strategy")
+
+
+@WORLDS
+def test_hsdp_two_dimensional_mesh(runs: Any, world: int) -> None:
+    """Replicate x Shard(0) meshes (world x 1: replicas only, 1 x world: shards only)."""
+    check(runs, world, "hsdp")
 
 
 @WORLDS
