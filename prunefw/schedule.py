@@ -21,6 +21,7 @@ from prunefw.calibration import Forward
 from prunefw.contexts.base import PruningContext
 from prunefw.errors import InvalidArgumentError, InvalidTypeError
 from prunefw.reparametrization import mask_of
+from prunefw.sparsity import zero_count
 from prunefw.validation import check_fraction
 
 __all__ = ["AMOUNT_TYPES", "CURVES", "GradualPruner", "check_schedule"]
@@ -134,7 +135,7 @@ def _pruned_count(module: nn.Module, name: str) -> tuple[int, int]:
     """``(pruned entries, entries)`` of one tensor, read from its mask."""
     n = getattr(module, name).numel()
     mask = mask_of(module, name)
-    return (0 if mask is None else int((mask == 0).sum())), n
+    return (0 if mask is None else zero_count(mask)), n
 
 
 class GradualPruner:

@@ -139,13 +139,6 @@ def test_sharded_checkpoint_round_trip(runs: Any, world: int) -> None:
     check(runs, world, "checkpoint")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GradualPruner counts pruned entries with int((mask == 0).sum()) in "
-    "prunefw/schedule.py; for a DTensor mask that is this rank's share (a Partial sum), so "
-    "the ranks ask for different amounts and prune() refuses (DistributedPruningError). "
-    "Fix: count with prunefw.sparsity.zero_count(mask).",
-)
 def test_gradual_pruner_on_sharded_model(runs: Any) -> None:
     check(runs, 2, "gradual_fsdp")
 
