@@ -24,15 +24,10 @@ import torch
 import prunefw.cli.prune
 import prunefw.cli.report
 from prunefw.cli import main
-from prunefw.cli._files import (
-    CHECKSUM_KEY,
-    STALE_AFTER,
-    _temp_path,
-    read_checkpoint,
-    remove_stale_temporaries,
-    tensor_checksum,
-    write_checkpoint,
-)
+from prunefw.cli._atomic import STALE_AFTER, _temp_path, remove_stale_temporaries
+from prunefw.cli._checksums import CHECKSUM_KEY, tensor_checksum
+from prunefw.cli._reading import read_checkpoint
+from prunefw.cli._writing import write_checkpoint
 from prunefw.errors import CheckpointError
 from prunefw.examples import digits_mlp
 from prunefw.history import METADATA_KEY, PruningHistory
@@ -488,7 +483,7 @@ def test_other_things_in_the_way_of_out(tmp_path, capsys):
 def test_an_unwritable_out_fails_before_the_work_with_a_clear_message(
     tmp_path, capsys, monkeypatch
 ):
-    import prunefw.cli._files as files_module
+    import prunefw.cli._writing as files_module
 
     out = tmp_path / "ro" / "x.pt"
     out.parent.mkdir()
@@ -526,7 +521,7 @@ def test_a_read_only_directory_for_real(tmp_path, capsys):
 def test_a_failing_write_names_the_output_and_leaves_nothing(
     tmp_path, capsys, monkeypatch, failure, reason
 ):
-    import prunefw.cli._files as files_module
+    import prunefw.cli._writing as files_module
 
     def failing(data, tmp):
         tmp.write_bytes(b"partial")
@@ -617,7 +612,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def _start_slow_write(
-    tmp_path: Path, out: str, writer: str = "prunefw.cli._files._torch_save"
+    tmp_path: Path, out: str, writer: str = "prunefw.cli._writing._torch_save"
 ) -> subprocess.Popen:
     module, _, name = writer.rpartition(".")
     script = tmp_path / "slow.py"
@@ -658,7 +653,7 @@ def test_sigterm_during_a_directory_write_removes_the_temporary_directory(tmp_pa
 
 
 def test_a_previous_sigterm_handler_runs_and_is_restored(tmp_path, monkeypatch):
-    import prunefw.cli._files as files_module
+    import prunefw.cli._writing as files_module
 
     real = files_module._torch_save
 

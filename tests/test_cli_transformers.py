@@ -21,7 +21,7 @@ pytest.importorskip("safetensors")
 
 from prunefw import make_permanent  # noqa: E402
 from prunefw.cli import main  # noqa: E402
-from prunefw.cli._files import ALIASES_KEY, HISTORY_FILE, read_checkpoint  # noqa: E402
+from prunefw.cli._reading import ALIASES_KEY, HISTORY_FILE, read_checkpoint  # noqa: E402
 from prunefw.cli.report import load_model  # noqa: E402
 from prunefw.recipes import apply_recipe, load_recipe  # noqa: E402
 

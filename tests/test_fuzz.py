@@ -6,7 +6,7 @@ properties:
 
 * recipes (:func:`prunefw.recipes.load_recipe`, :meth:`Recipe.from_toml`): a
   recipe, or a :class:`~prunefw.errors.RecipeError`; never another exception;
-* checkpoints (:func:`prunefw.cli._files.read_checkpoint`, ``.pt``,
+* checkpoints (:func:`prunefw.cli._reading.read_checkpoint`, ``.pt``,
   ``.safetensors`` and model directories written by prunefw): a
   :class:`~prunefw.errors.CheckpointError`, or exactly the tensors that were
   written (keys, dtypes, shapes and bytes); never another exception, never other
@@ -28,13 +28,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from prunefw.cli._files import (
-    CHECKSUM_KEY,
-    read_checkpoint,
-    write_checkpoint,
-    write_directory,
-    write_shards,
-)
+from prunefw.cli._checksums import CHECKSUM_KEY
+from prunefw.cli._reading import read_checkpoint
+from prunefw.cli._writing import write_checkpoint, write_directory, write_shards
 from prunefw.errors import CheckpointError, RecipeError
 from prunefw.history import HistoryEntry, PruningHistory
 from prunefw.recipes import Recipe, load_recipe

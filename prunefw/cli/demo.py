@@ -36,8 +36,8 @@ import torch
 
 from prunefw._table import format_table
 from prunefw.checkpoint import load_pruned_state_dict
-from prunefw.cli._files import write_checkpoint
 from prunefw.cli._progress import ProgressBars, progress_enabled
+from prunefw.cli._writing import write_checkpoint
 from prunefw.cli.report import print_report, report_data
 from prunefw.examples import (
     DIGITS_GRADUAL_RECIPE,

@@ -18,7 +18,7 @@
    state_dict (``model.load_state_dict``). The criterion history and the
    tensors' checksums go with it. An existing file keeps its mode, a symlink is
    written through, and SIGTERM removes the temporary file (see
-   :mod:`prunefw.cli._files`).
+   :mod:`prunefw.cli._atomic`).
    An ``--out`` that ends with ``/`` (or is an existing directory) is a Hugging
    Face model directory: with ``--permanent``, a transformers model is written
    by ``save_pretrained`` (loads with ``from_pretrained``); otherwise the
@@ -41,18 +41,9 @@ import torch
 from torch import nn
 
 from prunefw.calibration import Forward, call_model
-from prunefw.cli._files import (
-    DEFAULT_MAX_SHARD_SIZE,
-    add_checksums,
-    check_directory_output,
-    check_file_output,
-    is_directory_path,
-    read_calibration,
-    shard_size,
-    write_checkpoint,
-    write_directory,
-    write_shards,
-)
+from prunefw.cli._atomic import check_file_output
+from prunefw.cli._calibration import read_calibration
+from prunefw.cli._checksums import add_checksums
 from prunefw.cli._model import (
     add_model_argument,
     is_pretrained_model,
@@ -60,6 +51,15 @@ from prunefw.cli._model import (
     save_pretrained_files,
 )
 from prunefw.cli._progress import ProgressBars, progress_enabled
+from prunefw.cli._writing import (
+    DEFAULT_MAX_SHARD_SIZE,
+    check_directory_output,
+    is_directory_path,
+    shard_size,
+    write_checkpoint,
+    write_directory,
+    write_shards,
+)
 from prunefw.cli.report import load_model, print_report, report_data
 from prunefw.errors import InvalidArgumentError, PrunefwError, add_note
 from prunefw.history import PruningHistory

@@ -26,13 +26,13 @@ from torch import nn
 
 from prunefw._table import format_table
 from prunefw.checkpoint import load_pruned_state_dict
-from prunefw.cli._files import (
+from prunefw.cli._model import add_model_argument, build_model, check_hf_model, hf_model_path
+from prunefw.cli._reading import (
     directory_has_masks,
     read_checkpoint,
     read_directory_history,
     verify_directory,
 )
-from prunefw.cli._model import add_model_argument, build_model, check_hf_model, hf_model_path
 from prunefw.errors import CheckpointError
 from prunefw.history import HistoryEntry, PruningHistory
 from prunefw.sparsity import sparsity_report
