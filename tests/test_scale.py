@@ -313,10 +313,10 @@ def test_bool_mask_autograd_keeps_the_one_byte_mask():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("miss", [False, True])
 def test_smallest_k_window_and_fallback_match_a_stable_sort(monkeypatch, dtype, miss):
-    from prunefw import selection
+    from prunefw import _radix, selection
 
-    monkeypatch.setattr(selection, "_CHUNK", 1000)
-    monkeypatch.setattr(selection, "_SAMPLE", 64)
+    monkeypatch.setattr(_radix, "CHUNK", 1000)
+    monkeypatch.setattr(_radix, "SAMPLE", 64)
     if miss:
         monkeypatch.setattr(selection, "sample_window", lambda sample, rank, n: (None, -(2**31)))
     n = selection._KTHVALUE_MAX + 4321

@@ -216,11 +216,10 @@ from prunefw.selection import select_ranks  # noqa: E402
 @pytest.fixture
 def tiny_chunks(monkeypatch):
     """Chunks of 64 entries and a sample of 16 keys, so small models take every path."""
-    from prunefw import selection
+    from prunefw import _radix
 
-    monkeypatch.setattr(_streaming, "CHUNK", 64)
-    monkeypatch.setattr(_streaming, "SAMPLE", 16)
-    monkeypatch.setattr(selection, "_CHUNK", 64)
+    monkeypatch.setattr(_radix, "CHUNK", 64)
+    monkeypatch.setattr(_radix, "SAMPLE", 16)
 
 
 def big_model(seed: int = 0, quantum: float | None = None, dtype=torch.float32) -> nn.Module:

@@ -10,15 +10,15 @@ scores; all built-ins do) like this:
    order exactly like the scores: a float's bits with the sign bit cleared for
    magnitudes, ``-|bits|`` for negative signed scores (so ``-0.0`` and ``+0.0`` get
    one key), uniformly random int32 for random criteria. Keys are computed one
-   target at a time, in fixed-size chunks (:data:`CHUNK` entries), into scratch
-   buffers allocated once per worker thread.
+   target at a time, in fixed-size chunks (:data:`~prunefw._radix.CHUNK` entries),
+   into scratch buffers allocated once per worker thread.
 2. **Select.** The k-th smallest key over all still-unpruned entries is found
-   exactly in one pass: a systematic sample of the keys (:data:`SAMPLE` of them)
-   gives a window of keys that contains the k-th with overwhelming probability;
-   the pass counts the survivors below the window and collects those inside it
-   (about 1% of the entries), and the k-th is selected among them. If the sample
-   misled (the count says the k-th lies outside the window), or if a ``reduce``
-   hook is given (distributed use), the radix select
+   exactly in one pass: a systematic sample of the keys
+   (:data:`~prunefw._radix.SAMPLE` of them) gives a window of keys that contains the
+   k-th with overwhelming probability; the pass counts the survivors below the
+   window and collects those inside it (about 1% of the entries), and the k-th is
+   selected among them. If the sample misled (the count says the k-th lies outside
+   the window), or if a ``reduce`` hook is given (distributed use), the radix select
    :func:`~prunefw.selection.select_ranks` finds it instead (2 more passes for
    32-bit keys, 4 for float64). A percentile band's two ranks share the passes.
 3. **Apply.** One more pass writes each target's final mask straight into the
@@ -67,28 +67,17 @@ from typing import Literal
 
 import torch
 
+from prunefw import _radix
+from prunefw._radix import ChunkWorkers, collect_window, sample_window, tie_budgets, write_keys
 from prunefw.contexts.base import importance_scores
 from prunefw.criteria.base import PruningCriterion, RankSelection
 from prunefw.errors import InvalidArgumentError
 from prunefw.reparametrization import install_mask, mask_of, release_mask_reference
-from prunefw.selection import (
-    ChunkWorkers,
-    Reduce,
-    collect_window,
-    sample_window,
-    select_ranks,
-    tie_budgets,
-    write_keys,
-)
+from prunefw.selection import Reduce, select_ranks
 from prunefw.targets import PruningTarget
 
-__all__ = ["CHUNK", "SAMPLE", "TargetKeys", "count_survivors", "prune_streaming"]
+__all__ = ["TargetKeys", "count_survivors", "prune_streaming"]
 
-#: Entries per chunk: every scratch buffer holds this many keys (4 MiB of int32).
-CHUNK = 1 << 20
-#: Keys sampled to place the selection window (below ``4 * SAMPLE`` survivors there
-#: is no sample: every survivor is a candidate).
-SAMPLE = 1 << 18
 _Kind = Literal["magnitude", "signed", "keys"]
 
 
@@ -121,7 +110,7 @@ class TargetKeys:
         targets: The tensors, in ranking order.
         random_seed: If set, keys are uniformly random int32 drawn from a generator
             seeded with ``random_seed + index`` per target, instead of scores.
-        chunk: Entries per chunk (default :data:`CHUNK`).
+        chunk: Entries per chunk (default :data:`~prunefw._radix.CHUNK`).
     """
 
     def __init__(
@@ -134,7 +123,7 @@ class TargetKeys:
         self.criterion = criterion
         self.targets = targets
         self.random_seed = random_seed
-        self.chunk = CHUNK if chunk is None else chunk
+        self.chunk = _radix.CHUNK if chunk is None else chunk
         wide = random_seed is None and any(
             getattr(t.module, t.name).dtype == torch.float64 for t in targets
         )
@@ -324,7 +313,11 @@ def _select(
     found: list[tuple[int, int] | None] = [None] * len(ranks)
     equal: list[list[tuple[tuple[int, int], int]]] = [[] for _ in ranks]
     if reduce is None:
-        sample = keys.sample(SAMPLE) if n > 4 * SAMPLE else torch.empty(0, dtype=keys.key_dtype)
+        sample = (
+            keys.sample(_radix.SAMPLE)
+            if n > 4 * _radix.SAMPLE
+            else torch.empty(0, dtype=keys.key_dtype)
+        )
         windows = [sample_window(sample, rank, n) for rank in ranks]
         below = [0] * len(ranks)
         candidates: list[list[tuple[tuple[int, int], torch.Tensor]]] = [[] for _ in ranks]
