@@ -1,4 +1,10 @@
-"""Loading a pruned model's ``state_dict`` into a fresh, unpruned model."""
+"""Pruned checkpoints: loading a pruned ``state_dict`` into a fresh model, and their metadata.
+
+:func:`load_pruned_state_dict` loads a pruned model's ``state_dict`` into a fresh,
+unpruned model. :data:`ALIASES_KEY` is the safetensors metadata key under which
+every safetensors file prunefw writes (``prunefw prune --out DIR/``,
+:func:`prunefw.export.save_compressed`) names the keys of tensors it stored once.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +31,12 @@ from prunefw.reparametrization import (
 if TYPE_CHECKING:
     from torch.nn.modules.module import _IncompatibleKeys
 
-__all__ = ["load_pruned_state_dict"]
+__all__ = ["ALIASES_KEY", "load_pruned_state_dict"]
+
+#: Safetensors metadata key of the tensors stored once for several state_dict keys (tied
+#: weights): a JSON object ``{"alias key": "stored key"}``, e.g.
+#: ``{"lm_head.weight": "transformer.wte.weight"}``.
+ALIASES_KEY = "prunefw.aliases"
 
 
 def load_pruned_state_dict(

@@ -34,6 +34,7 @@ __all__ = [
     "UnknownCriterionError",
     "WholeTensorPrunedWarning",
     "add_note",
+    "exception_reason",
 ]
 
 
@@ -50,6 +51,23 @@ def add_note(exc: BaseException, note: str) -> None:
     """
     if hasattr(exc, "add_note"):
         exc.add_note(note)
+
+
+def exception_reason(exc: BaseException) -> str:
+    """``Type: first line`` of an exception (its first sentence, if the line is long).
+
+    How prunefw quotes another library's exception inside its own message.
+
+    Example:
+        >>> exception_reason(RuntimeError("PytorchStreamWriter failed writing file"))
+        'RuntimeError: PytorchStreamWriter failed writing file'
+        >>> exception_reason(KeyError())
+        'KeyError'
+    """
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if len(first) > 120 and ". " in first:
+        first = first.split(". ")[0]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 class PrunefwError(Exception):

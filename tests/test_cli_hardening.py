@@ -23,8 +23,8 @@ import torch
 
 import prunefw.cli.prune
 import prunefw.cli.report
+from prunefw._atomic import STALE_AFTER, _temp_path, remove_stale_temporaries
 from prunefw.cli import main
-from prunefw.cli._atomic import STALE_AFTER, _temp_path, remove_stale_temporaries
 from prunefw.cli._checksums import CHECKSUM_KEY, tensor_checksum
 from prunefw.cli._reading import read_checkpoint
 from prunefw.cli._writing import write_checkpoint

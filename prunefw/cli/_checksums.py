@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from prunefw.cli._loading import _CORRUPT_FIX, SAFETENSORS_SUFFIX, _reason, _safetensors
-from prunefw.errors import CheckpointError
+from prunefw.cli._loading import _CORRUPT_FIX, SAFETENSORS_SUFFIX, _safetensors
+from prunefw.errors import CheckpointError, exception_reason
 
 __all__ = [
     "CHECKSUM_KEY",
@@ -160,7 +160,7 @@ def add_checksums(directory: str | Path) -> None:
                 metadata = dict(handle.metadata() or {})
                 metadata[CHECKSUM_KEY] = _checksums(_FileTensors(handle))
         except Exception as exc:
-            raise CheckpointError(f"{file}: cannot be read back: {_reason(exc)}") from exc
+            raise CheckpointError(f"{file}: cannot be read back: {exception_reason(exc)}") from exc
         rewritten = file.with_name(f".{file.name}.checksummed")
         with open(file, "rb") as source, open(rewritten, "wb") as target:
             length = int.from_bytes(source.read(8), "little")

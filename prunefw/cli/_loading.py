@@ -14,7 +14,7 @@ The base of the readers (:mod:`prunefw.cli._reading`, :mod:`prunefw.cli._calibra
 
 A missing, unreadable, truncated or empty file is reported as such (:func:`_head`,
 :func:`_safetensors_problem`), and so is one that cannot be read at all, naming the
-file and the reader's reason (:func:`_reason`).
+file and the reader's reason (:func:`prunefw.errors.exception_reason`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import Any
 
 import torch
 
-from prunefw.errors import CheckpointError
+from prunefw.errors import CheckpointError, exception_reason
 
 __all__ = ["SAFETENSORS_SUFFIX"]
 
@@ -65,14 +65,6 @@ def _head(path: Path) -> bytes:
     return head
 
 
-def _reason(exc: BaseException) -> str:
-    """``Type: first line`` of an exception (its first sentence, if the line is long)."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    if len(first) > 120 and ". " in first:
-        first = first.split(". ")[0]
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
 def _reraise_interrupts(exc: BaseException) -> None:
     """Let interrupts through; anything else a reader raises (a Rust panic too) is ours."""
     if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
@@ -96,12 +88,13 @@ def _torch_load(path: Path, fix: str = _SAVE_STATE_DICT) -> Any:
             ) from None
         if head.startswith((b"PK\x03\x04", b"\x80")):  # a torch zip archive, a legacy pickle
             raise CheckpointError(
-                f"{path} is truncated or corrupt: torch.load cannot read it ({_reason(exc)}); "
-                "write it again or restore it from a copy"
+                f"{path} is truncated or corrupt: torch.load cannot read it "
+                f"({exception_reason(exc)}); write it again or restore it from a copy"
             ) from None
         raise CheckpointError(
-            f"{path} is not a PyTorch state_dict file (torch.load failed with {_reason(exc)}); "
-            f"prunefw reads files written with torch.save(model.state_dict(), path) and "
+            f"{path} is not a PyTorch state_dict file (torch.load failed with "
+            f"{exception_reason(exc)}); prunefw reads files written with "
+            "torch.save(model.state_dict(), path) and "
             f"{SAFETENSORS_SUFFIX} files"
         ) from None
 
@@ -165,6 +158,6 @@ def _safetensors_problem(path: Path, size: int, exc: BaseException) -> str:
             f"{8 + length + end}; {_CORRUPT_FIX}"
         )
     return (
-        f"{path} is corrupt: it cannot be read as a safetensors file ({_reason(exc)}); "
-        f"{_CORRUPT_FIX}"
+        f"{path} is corrupt: it cannot be read as a safetensors file "
+        f"({exception_reason(exc)}); {_CORRUPT_FIX}"
     )

@@ -7,7 +7,7 @@
   shards, else ``model.safetensors``, else ``pytorch_model.bin.index.json`` and its
   shards, else ``pytorch_model.bin`` (read like any PyTorch file, below). Tensors
   that prunefw stored once for several keys (tied weights, see
-  :data:`ALIASES_KEY`) get all their keys back; the history is in
+  :data:`prunefw.checkpoint.ALIASES_KEY`) get all their keys back; the history is in
   :data:`HISTORY_FILE`.
 * anything else: ``torch.load(path, map_location="cpu", weights_only=True)``,
   which refuses pickled Python objects (see :mod:`prunefw.cli._loading`). The
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prunefw.checkpoint import ALIASES_KEY
 from prunefw.cli._checksums import CHECKSUM_KEY, _FileTensors, _verify
 from prunefw.cli._loading import (
     _CORRUPT_FIX,
@@ -43,7 +44,6 @@ from prunefw.history import METADATA_KEY, PruningHistory
 from prunefw.reparametrization import split_reparametrized_key
 
 __all__ = [
-    "ALIASES_KEY",
     "HISTORY_FILE",
     "Checkpoint",
     "directory_has_masks",
@@ -54,10 +54,6 @@ __all__ = [
 
 #: The criterion history of a model directory (JSON, :meth:`PruningHistory.to_json`).
 HISTORY_FILE = "prunefw_history.json"
-
-#: Safetensors metadata key of the tensors stored once for several state_dict keys:
-#: a JSON object ``{"lm_head.weight": "transformer.wte.weight", ...}`` (alias: stored key).
-ALIASES_KEY = "prunefw.aliases"
 
 _SAFE_INDEX = "model.safetensors.index.json"
 _SAFE_WEIGHTS = "model.safetensors"

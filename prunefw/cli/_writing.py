@@ -1,6 +1,6 @@
 """Writing checkpoints (``--out``): a state_dict file, or a model directory of safetensors shards.
 
-Writing is atomic (see :mod:`prunefw.cli._atomic`): the file is written next to
+Writing is atomic (see :mod:`prunefw._atomic`): the file is written next to
 its destination, then renamed, so an interrupted run never leaves a truncated
 checkpoint. The format follows the suffix, like reading; the history goes into
 the state_dict's metadata (see :mod:`prunefw.history`), so the file stays a plain
@@ -15,28 +15,23 @@ import argparse
 import json
 import os
 import re
-import shutil
-import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from prunefw.cli._atomic import (
-    _atomic,
-    _check_parent,
-    _clean_exit_on_signals,
-    _fsync,
-    _prepare_temporary,
-    _Terminated,
-    _write_error,
+from prunefw._atomic import (
+    atomic_directory,
+    atomic_file,
+    check_writable_directory,
     output_path,
 )
+from prunefw.checkpoint import ALIASES_KEY
 from prunefw.cli._checksums import CHECKSUM_KEY, _checksums
 from prunefw.cli._loading import SAFETENSORS_SUFFIX, _safetensors
-from prunefw.cli._reading import _SAFE_INDEX, _SAFE_WEIGHTS, ALIASES_KEY, HISTORY_FILE
-from prunefw.errors import CheckpointError, PrunefwError
+from prunefw.cli._reading import _SAFE_INDEX, _SAFE_WEIGHTS, HISTORY_FILE
+from prunefw.errors import CheckpointError
 from prunefw.history import METADATA_KEY, PruningHistory
 
 __all__ = [
@@ -78,12 +73,12 @@ def write_checkpoint(
     ``_metadata``, see :mod:`prunefw.history`); both with the checksums of the
     tensors (:data:`CHECKSUM_KEY`). An existing file is replaced in one step and
     keeps its mode; a symlink is written through (its target is replaced); see
-    :func:`_atomic`.
+    :func:`prunefw._atomic.atomic_file`.
 
     Raises:
         CheckpointError: safetensors is missing, or cannot store this state_dict
             (e.g. tensors that share memory); ``path`` cannot be written (see
-            :func:`check_file_output`), or the write failed.
+            :func:`prunefw._atomic.check_file_output`), or the write failed.
     """
     path = output_path(path)
     if path.suffix == SAFETENSORS_SUFFIX:
@@ -111,11 +106,11 @@ def write_checkpoint(
                     "file instead"
                 ) from None
 
-        _atomic(path, write_safetensors)
+        atomic_file(path, write_safetensors)
         return
     data = history.attach(state_dict)
     data._metadata[""][CHECKSUM_KEY] = _checksums(data)  # type: ignore[attr-defined]
-    _atomic(path, lambda tmp: _torch_save(data, tmp))
+    atomic_file(path, lambda tmp: _torch_save(data, tmp))
 
 
 def is_directory_path(text: str | Path) -> bool:
@@ -207,7 +202,8 @@ def write_shards(
     ``model.safetensors``, or ``model-00001-of-0000N.safetensors`` shards and
     ``model.safetensors.index.json`` when it is larger than ``max_shard_size``
     bytes (split by :func:`huggingface_hub.split_torch_state_dict_into_shards`).
-    Tensors that share memory are written once (see :data:`ALIASES_KEY`), so
+    Tensors that share memory are written once (see
+    :data:`prunefw.checkpoint.ALIASES_KEY`), so
     :func:`read_checkpoint` gives back every key. Not atomic by itself: use it
     inside :func:`write_directory`.
 
@@ -259,19 +255,10 @@ def check_directory_output(path: str | Path) -> Path:
             f"{target} exists and is not a directory; --out ending with / writes a model "
             "directory (remove the /, or choose another name)"
         )
-    _check_parent(target, "a model directory")
-    if target.is_dir() and not os.access(target, os.W_OK | os.X_OK):
-        raise CheckpointError(f"{target}: cannot write a model directory there: permission denied")
+    check_writable_directory(target)
     _hub(target)
     _safetensors(target, "writing")
     return target
-
-
-def _move_in(source: Path, destination: Path) -> None:
-    """Replace ``destination`` with ``source`` in one step, keeping its mode if it exists."""
-    if destination.is_file():
-        os.chmod(source, stat.S_IMODE(destination.stat().st_mode))
-    os.replace(source, destination)
 
 
 def write_directory(
@@ -287,41 +274,17 @@ def write_directory(
     it replaces), then the weight files and the history of a previous save that
     the new one does not have are removed; other files (e.g. a tokenizer) are
     kept. A symlink ``path`` is written through. On any error, Ctrl-C, SIGTERM
-    or SIGHUP the temporary directory is removed (see :func:`_atomic`).
+    or SIGHUP the temporary directory is removed (see
+    :func:`prunefw._atomic.atomic_directory`).
 
     Raises:
         CheckpointError: As :func:`check_directory_output`, or the write failed.
     """
     target = check_directory_output(path)
-    tmp = _prepare_temporary(target)
-    created = False
-    outcome = "nothing was written"
-    with _clean_exit_on_signals(target):
-        try:
-            tmp.mkdir()
-            created = True
-            fill(tmp)
-            if history:
-                (tmp / HISTORY_FILE).write_text(history.to_json(), encoding="utf-8")
-            for name in os.listdir(tmp):
-                _fsync(tmp / name)
-            if not target.exists():
-                os.replace(tmp, target)
-                created = False
-                _fsync(target.parent)
-                return
-            names = sorted(os.listdir(tmp), key=lambda name: (name.endswith(".json"), name))
-            outcome = "some files of the directory were replaced, the others not"
-            for name in names:
-                _move_in(tmp / name, target / name)
-            for name in os.listdir(target):
-                if name not in names and _STALE.fullmatch(name) and (target / name).is_file():
-                    (target / name).unlink()
-            _fsync(target)
-        except (PrunefwError, _Terminated):
-            raise
-        except Exception as exc:
-            raise _write_error(target, exc, outcome) from exc
-        finally:
-            if created:
-                shutil.rmtree(tmp, ignore_errors=True)
+
+    def fill_with_history(tmp: Path) -> None:
+        fill(tmp)
+        if history:
+            (tmp / HISTORY_FILE).write_text(history.to_json(), encoding="utf-8")
+
+    atomic_directory(target, fill_with_history, stale=_STALE)

@@ -18,7 +18,7 @@
    state_dict (``model.load_state_dict``). The criterion history and the
    tensors' checksums go with it. An existing file keeps its mode, a symlink is
    written through, and SIGTERM removes the temporary file (see
-   :mod:`prunefw.cli._atomic`).
+   :mod:`prunefw._atomic`).
    An ``--out`` that ends with ``/`` (or is an existing directory) is a Hugging
    Face model directory: with ``--permanent``, a transformers model is written
    by ``save_pretrained`` (loads with ``from_pretrained``); otherwise the
@@ -40,8 +40,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from prunefw._atomic import check_file_output
 from prunefw.calibration import Forward, call_model
-from prunefw.cli._atomic import check_file_output
 from prunefw.cli._calibration import read_calibration
 from prunefw.cli._checksums import add_checksums
 from prunefw.cli._model import (

@@ -45,7 +45,8 @@ The package, one concept a module (all re-exported here):
 * ``_formats``: the format names, the tensors each stores, metadata keys, file names;
 * ``_state``: the model's state as a permanent model's state_dict, with its masks;
 * ``_codec``: compressing and decompressing one weight;
-* ``_save``: :func:`save_compressed`; ``_atomic``: writing its files atomically;
+* ``_save``: :func:`save_compressed` and the files of a model directory (written
+  atomically by :mod:`prunefw._atomic`, prunefw's one writer);
 * ``_load``: :func:`load_compressed` and :func:`load_pretrained`;
 * ``_csr``: the sparse kernels (:class:`CsrLinear`, :func:`to_sparse_csr`).
 
@@ -68,6 +69,8 @@ Example:
 
 from __future__ import annotations
 
+from prunefw.checkpoint import ALIASES_KEY as ALIASES_KEY  # importable as before; not in __all__
+
 from ._csr import CSR_MIN_SPARSITY, CsrLinear, to_sparse_csr
 from ._errors import (
     CompressedCheckpointError,
@@ -77,7 +80,6 @@ from ._errors import (
     NotTwoFourError,
 )
 from ._extras import PIP_EXPORT
-from ._formats import ALIASES_KEY as ALIASES_KEY  # importable as before; not in __all__
 from ._formats import BITMASK, FORMATS, SPARSE_24
 from ._formats import CONFIG_KEY as CONFIG_KEY
 from ._formats import WEIGHTS_NAME as WEIGHTS_NAME

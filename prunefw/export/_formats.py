@@ -1,4 +1,8 @@
-"""The format names, the tensors each stores, and the checkpoint's metadata keys and files."""
+"""The format names, the tensors each stores, and the checkpoint's metadata keys and files.
+
+The key of tied weights stored once is prunefw's, for every safetensors file it
+writes: :data:`prunefw.checkpoint.ALIASES_KEY`.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,6 @@ _PARAMS = {
 }
 #: config.json / safetensors metadata key of the compression config (compressed-tensors').
 CONFIG_KEY = "quantization_config"
-#: Safetensors metadata key of the tensors stored once for several state_dict keys:
-#: a JSON object ``{"alias key": "stored key"}`` (tied weights).
-ALIASES_KEY = "prunefw.aliases"
 #: The weights file of a model directory (the name ``save_pretrained`` uses).
 WEIGHTS_NAME = "model.safetensors"
 _CONFIG_NAME = "config.json"

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
+from prunefw.checkpoint import ALIASES_KEY
 from prunefw.reparametrization import (
     install_deepcopy_support,
     orig_name,
@@ -28,7 +29,6 @@ from ._extras import _ct_helpers, _import, _safetensors
 from ._formats import (
     _CONFIG_NAME,
     _PARAMS,
-    ALIASES_KEY,
     BITMASK,
     CONFIG_KEY,
     FORMATS,

@@ -1,10 +1,15 @@
-"""Saving: :func:`save_compressed` writes a pruned model in a compressed-tensors sparse format."""
+"""Saving: :func:`save_compressed` writes a pruned model in a compressed-tensors sparse format.
+
+A ``.safetensors`` file, or a transformers model's directory (``config.json`` with
+the compression config, ``model.safetensors``, ``generation_config.json``), written
+atomically by :mod:`prunefw._atomic`.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -12,11 +17,26 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._atomic import _atomic_file, _check_directory, _write_directory
+from prunefw._atomic import (
+    atomic_directory,
+    atomic_file,
+    check_file_output,
+    check_writable_directory,
+)
+from prunefw.checkpoint import ALIASES_KEY
+
 from ._codec import _bitmask_bytes, _compress_24, _compress_bitmask, _is_24
 from ._errors import ExportError, NothingToExportError, NotTwoFourError
 from ._extras import _ct_config, _ct_helpers, _safetensors, _transformers_model
-from ._formats import ALIASES_KEY, BITMASK, CONFIG_KEY, FORMATS, SPARSE_24, WEIGHTS_NAME
+from ._formats import (
+    _CONFIG_NAME,
+    _OTHER_WEIGHTS,
+    BITMASK,
+    CONFIG_KEY,
+    FORMATS,
+    SPARSE_24,
+    WEIGHTS_NAME,
+)
 from ._report import ExportReport
 from ._state import _join, _Plain, _plain_state, _prefix
 
@@ -53,11 +73,20 @@ def save_compressed(
             not 2:4 (the message names it).
         ExportError: An unknown format, or a path that does not fit the model (a
             model that is not a transformers model is written to one
-            ``.safetensors`` file), or a directory holding other weight files.
+            ``.safetensors`` file), or a directory holding other weight files, or a
+            path that exists and is not a directory where a directory goes, or a
+            directory where the file goes.
         MissingExtraError: compressed-tensors or safetensors is not installed.
+        CheckpointError: ``path`` cannot be written (a special file where the file
+            goes, a symlink loop, under a file or an unwritable directory), or the
+            write failed (no space, permissions): the message names ``path``.
 
-    Nothing is written unless every check passes; files are written next to their
-    destination and then renamed into place.
+    Nothing is written unless every check passes. The write is atomic (see
+    :mod:`prunefw._atomic`): a file is written next to its destination and then
+    renamed into place (an existing file keeps its mode, a symlink is written
+    through); a directory's files are written into a temporary directory next to
+    it, then it is renamed into place or its files are moved in (other files in it
+    are kept). On any error, Ctrl-C, SIGTERM or SIGHUP no temporary file is left behind.
     """
     if format is not None and format not in FORMATS:
         raise ExportError(f"format={format!r}: expected one of {', '.join(map(repr, FORMATS))}")
@@ -70,6 +99,10 @@ def save_compressed(
         )
     if directory:
         _check_directory(target)
+    elif target.is_dir():
+        raise ExportError(f"{target} is a directory; a .safetensors path names a file")
+    else:
+        check_file_output(target)
     what = "prunefw.export.save_compressed"
     safetensors = _safetensors(what)
     config_module = _ct_config(what)
@@ -115,10 +148,10 @@ def save_compressed(
         safetensors.save_file(tensors, str(file), metadata=metadata)
 
     if directory:
-        files = _write_directory(target, model, config, write_weights)
-        weights = target / WEIGHTS_NAME
+        names = atomic_directory(target, _directory_files(model, config, write_weights))
+        files, weights = tuple(target / name for name in sorted(names)), target / WEIGHTS_NAME
     else:
-        _atomic_file(target, write_weights)
+        atomic_file(target, write_weights)
         files, weights = (target,), target
     return ExportReport(
         path=target,
@@ -130,6 +163,48 @@ def save_compressed(
         dense_tensor_bytes=dense_tensor_bytes,
         files=files,
     )
+
+
+def _check_directory(path: Path) -> None:
+    """Refuse a directory ``path`` that is not one, holds other weights, or cannot be written."""
+    if path.exists() and not path.is_dir():
+        raise ExportError(f"{path} exists and is not a directory")
+    if path.is_dir():
+        others = [name for name in _OTHER_WEIGHTS if (path / name).exists()]
+        others += sorted(p.name for p in path.glob("model-*-of-*.safetensors"))
+        if others:
+            raise ExportError(
+                f"{path} already holds other weights ({', '.join(others)}), which loaders "
+                "would read instead of (or beside) the compressed model.safetensors; write to "
+                "a new or empty directory"
+            )
+    check_writable_directory(path)
+
+
+def _floating_dtype(model: nn.Module) -> torch.dtype | None:
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+def _directory_files(
+    model: nn.Module, config: dict[str, Any], write_weights: Callable[[Path], None]
+) -> Callable[[Path], None]:
+    """What writes a model directory's files into ``tmp``: configs, then the weights."""
+
+    def fill(tmp: Path) -> None:
+        pretrained: Any = model  # a transformers PreTrainedModel
+        pretrained.config.save_pretrained(str(tmp))
+        data = json.loads((tmp / _CONFIG_NAME).read_text(encoding="utf-8"))
+        data[CONFIG_KEY] = config
+        dtype = _floating_dtype(model)
+        if dtype is not None:  # as save_pretrained records it
+            data["dtype"] = str(dtype).removeprefix("torch.")
+        (tmp / _CONFIG_NAME).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        generation = getattr(pretrained, "generation_config", None)
+        if generation is not None and pretrained.can_generate():
+            generation.save_pretrained(str(tmp))
+        write_weights(tmp / WEIGHTS_NAME)
+
+    return fill
 
 
 def _candidates(plain: _Plain, masked: bool) -> dict[str, torch.Tensor]:

@@ -1,11 +1,15 @@
-"""Writing atomically: mode kept, symlinks followed, nothing left behind on SIGTERM.
+"""Writing a file or a directory atomically: the one writer of the checkpoints prunefw saves.
 
-A file is written next to its destination, then renamed (:func:`_atomic`), so an
-interrupted run never leaves a truncated checkpoint. An existing file keeps its
-mode; a symlink is written through (:func:`output_path`); errors name the output,
-never the temporary file; SIGTERM and SIGHUP remove the temporary file before the
-process ends by them (:func:`_clean_exit_on_signals`); what SIGKILL leaves is
-removed by a later write when that is safe (:func:`remove_stale_temporaries`).
+A file is written next to its destination, then renamed (:func:`atomic_file`), so
+an interrupted run never leaves a truncated checkpoint; a directory is filled in a
+temporary directory next to it, then renamed or moved in file by file
+(:func:`atomic_directory`). An existing file keeps its mode; a symlink is written
+through (:func:`output_path`); errors are :class:`~prunefw.errors.CheckpointError`
+naming the output, never the temporary file; SIGTERM and SIGHUP remove the
+temporary file before the process ends by them (:func:`_clean_exit_on_signals`);
+what SIGKILL leaves is removed by a later write when that is safe
+(:func:`remove_stale_temporaries`). Used by the ``prunefw`` command
+(:mod:`prunefw.cli`) and by :func:`prunefw.export.save_compressed`.
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from prunefw.cli._loading import _reason
-from prunefw.errors import CheckpointError, PrunefwError
+from prunefw.errors import CheckpointError, PrunefwError, exception_reason
 
 __all__ = [
     "STALE_AFTER",
+    "atomic_directory",
+    "atomic_file",
     "check_file_output",
+    "check_parent",
+    "check_writable_directory",
     "output_path",
     "remove_stale_temporaries",
 ]
@@ -51,9 +58,9 @@ def _temp_path(path: Path) -> Path:
 
 
 def output_path(path: str | Path) -> Path:
-    """The path prunefw writes for ``--out``: ``path``, or the target of the symlink at it.
+    """The path prunefw writes for the output ``path``: it, or the target of the symlink at it.
 
-    An ``--out`` that is a symlink is written *through*: the file (or directory) it
+    An output that is a symlink is written *through*: the file (or directory) it
     points to is replaced and the symlink stays, as shell redirection does. A
     dangling symlink gets its target created.
 
@@ -86,7 +93,7 @@ def _existing_ancestor(path: Path) -> Path:
     return parent
 
 
-def _check_parent(path: Path, what: str) -> None:
+def check_parent(path: Path, what: str) -> None:
     """Check that the parent directories of ``path`` exist or can be created."""
     ancestor = _existing_ancestor(path)
     if not ancestor.is_dir():
@@ -97,6 +104,18 @@ def _check_parent(path: Path, what: str) -> None:
         raise CheckpointError(
             f"{path}: cannot write {what} there: permission denied ({ancestor} is not writable)"
         )
+
+
+def check_writable_directory(target: Path) -> None:
+    """Check that files can be written into the directory ``target`` (or that it can be made).
+
+    Raises:
+        CheckpointError: ``target`` is under a file or an unwritable directory, or
+            is an unwritable directory.
+    """
+    check_parent(target, "a model directory")
+    if target.is_dir() and not os.access(target, os.W_OK | os.X_OK):
+        raise CheckpointError(f"{target}: cannot write a model directory there: permission denied")
 
 
 def check_file_output(path: str | Path) -> Path:
@@ -121,7 +140,7 @@ def check_file_output(path: str | Path) -> Path:
             f"{target} exists and is not a regular file; prunefw replaces regular files only: "
             "choose another name"
         )
-    _check_parent(target, "a checkpoint")
+    check_parent(target, "a checkpoint")
     return target
 
 
@@ -262,11 +281,11 @@ def _write_error(
 ) -> CheckpointError:
     """One line for a failed write, naming the output (never the temporary file)."""
     if isinstance(exc, OSError):
-        reason = exc.strerror or _reason(exc)
+        reason = exc.strerror or exception_reason(exc)
         if isinstance(exc, PermissionError):
             reason += f" (is {path.parent} writable?)"
     else:
-        reason = _reason(exc)
+        reason = exception_reason(exc)
     return CheckpointError(f"{path}: cannot write: {reason}; {outcome}")
 
 
@@ -280,7 +299,7 @@ def _prepare_temporary(target: Path) -> Path:
     return _temp_path(target)
 
 
-def _atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
+def atomic_file(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Write a file with ``write(tmp)``, then rename it to ``path``; return the path written.
 
     The temporary file is created next to the destination (exclusively, so no
@@ -325,3 +344,69 @@ def _atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
     return target
+
+
+def _move_in(source: Path, destination: Path) -> None:
+    """Replace ``destination`` with ``source`` in one step, keeping its mode if it exists."""
+    if destination.is_file():
+        os.chmod(source, stat.S_IMODE(destination.stat().st_mode))
+    os.replace(source, destination)
+
+
+def atomic_directory(
+    path: str | Path, fill: Callable[[Path], object], stale: re.Pattern[str] | None = None
+) -> list[str]:
+    """Write a directory: ``fill(tmp)`` writes its files, then they go into ``path``.
+
+    ``path`` is checked by the caller first (e.g. with :func:`check_writable_directory`);
+    a symlink ``path`` is written through (:func:`output_path`). ``fill`` writes into
+    a new temporary directory next to ``path``. If ``path`` does not exist, the
+    temporary directory is renamed to it (atomic: the directory appears complete
+    or not at all). If it exists, each file is moved in (each replaced
+    atomically, JSON files such as an index or a config last, each keeping the
+    mode of the file it replaces), then the files of ``path`` that the new ones
+    do not replace and whose names match ``stale`` are removed; other files (e.g.
+    a tokenizer) are kept. On any error, Ctrl-C, SIGTERM or SIGHUP the temporary
+    directory is removed (as in :func:`atomic_file`).
+
+    Returns:
+        The names of the files written, in the order they were moved in.
+
+    Raises:
+        CheckpointError: The write failed (no space, permissions): the message
+            names ``path``, not the temporary directory, and says whether some
+            files were replaced.
+    """
+    target = output_path(path)
+    tmp = _prepare_temporary(target)
+    created = False
+    outcome = "nothing was written"
+    with _clean_exit_on_signals(target):
+        try:
+            tmp.mkdir()
+            created = True
+            fill(tmp)
+            names = sorted(os.listdir(tmp), key=lambda name: (name.endswith(".json"), name))
+            for name in names:
+                _fsync(tmp / name)
+            if not target.exists():
+                os.replace(tmp, target)
+                created = False
+                _fsync(target.parent)
+                return names
+            outcome = "some files of the directory were replaced, the others not"
+            for name in names:
+                _move_in(tmp / name, target / name)
+            if stale is not None:
+                for name in os.listdir(target):
+                    if name not in names and stale.fullmatch(name) and (target / name).is_file():
+                        (target / name).unlink()
+            _fsync(target)
+        except (PrunefwError, _Terminated):
+            raise
+        except Exception as exc:
+            raise _write_error(target, exc, outcome) from exc
+        finally:
+            if created:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return names
