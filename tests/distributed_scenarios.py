@@ -236,14 +236,14 @@ def global_contexts(rank: int, world: int, tmp: Path) -> None:
         _global_case(world, crits, quantum=None)
     for _, crits in GLOBAL_CASES[:4]:  # many ties: the tie rule across ranks
         _global_case(world, crits, quantum=0.05)
-    from prunefw.distributed import _select
+    from prunefw import _radix
 
-    chunk, _select._CHUNK = _select._CHUNK, 7  # keys in chunks of 7: ties across chunks
+    chunk, _radix.CHUNK = _radix.CHUNK, 7  # keys in chunks of 7: ties across chunks
     try:
         for _, crits in GLOBAL_CASES:
             _global_case(world, crits, quantum=0.05)
     finally:
-        _select._CHUNK = chunk
+        _radix.CHUNK = chunk
 
 
 @scenario

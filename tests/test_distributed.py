@@ -215,18 +215,6 @@ def test_random_keys_of_a_block_are_the_streaming_strategys() -> None:
         assert torch.equal(random_block(11, start, count), sequence[start : start + count])
 
 
-def test_compat_radix_select_matches_select_kth() -> None:
-    from prunefw.distributed._select import _compat_select_kth
-    from prunefw.selection import select_kth
-
-    keys = torch.randint(-1000, 1000, (3000,), generator=torch.Generator().manual_seed(0))
-    keys = keys.to(torch.int32)
-    alive = torch.rand(3000, generator=torch.Generator().manual_seed(1)) > 0.3
-    for k in (1, 7, 500, int(alive.sum())):
-        expected = select_kth(lambda: iter([(keys, alive)]), k, 32)
-        assert _compat_select_kth(lambda: iter([(keys, alive)]), k, 32, lambda h: h) == expected
-
-
 def test_without_a_process_group_nothing_is_distributed() -> None:
     from prunefw import GlobalPruningContext, MagnitudeCriterion
     from prunefw.contexts.base import _distributed_prune

@@ -21,59 +21,21 @@ not per rank.
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from prunefw import _radix
 from prunefw.criteria.base import PruningCriterion, RankSelection
 from prunefw.errors import InvalidArgumentError, InvalidTypeError
-from prunefw.selection import at_least, float_keys, select_kth
+from prunefw.selection import Reduce, at_least, float_keys, select_kth
 from prunefw.targets import check_finite
 
 from ._collectives import Collectives
 from ._shards import LocalShard
 
 __all__ = ["global_keep", "local_scores"]
-
-_DIGIT_BITS = 16
-_BUCKETS = 1 << _DIGIT_BITS
-_CHUNK = 1 << 20  # keys per chunk, as in the streaming strategy
-
-Source = Callable[[], Iterator[tuple[torch.Tensor, "torch.Tensor | None"]]]
-Reduce = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _compat_select_kth(source: Source, k: int, bits: int, reduce: Reduce) -> tuple[int, int]:
-    """``select_kth`` with a ``reduce`` hook, for a prunefw.selection that has none yet."""
-    high: int | None = None
-    count_less = 0
-    for level in range(bits // _DIGIT_BITS):
-        shift = bits - _DIGIT_BITS * (level + 1)
-        histogram = torch.zeros(_BUCKETS, dtype=torch.int64)
-        for keys, survivors in source():
-            candidates = keys if survivors is None else keys[survivors]
-            if high is not None:
-                candidates = candidates[(candidates >> (shift + _DIGIT_BITS)) == high]
-            digits = candidates >> shift
-            # The top digit is signed: shift it to 0 .. 65535.
-            digits = digits + (_BUCKETS >> 1) if level == 0 else digits & (_BUCKETS - 1)
-            histogram += torch.bincount(digits.long(), minlength=_BUCKETS)
-        cumulative = reduce(histogram).cumsum(0)
-        rank = torch.tensor([k - count_less], dtype=torch.int64)
-        digit = int(torch.searchsorted(cumulative, rank)[0])
-        count_less += int(cumulative[digit - 1]) if digit else 0
-        high = digit - (_BUCKETS >> 1) if high is None else (high << _DIGIT_BITS) | digit
-    assert high is not None
-    return high, count_less
-
-
-def _select(source: Source, k: int, bits: int, reduce: Reduce) -> tuple[int, int]:
-    select: Callable[..., tuple[int, int]] = select_kth  # its ``reduce`` may not exist yet
-    if "reduce" in inspect.signature(select).parameters:
-        return select(source, k, bits, reduce=reduce)
-    return _compat_select_kth(source, k, bits, reduce)
 
 
 def random_block(seed: int, start: int, count: int) -> torch.Tensor:
@@ -169,8 +131,8 @@ class _Keys:
             if scores is not None:
                 values, signed = scores.reshape(-1), True
         dtype = torch.float64 if self.bits == 64 else torch.float32
-        for start in range(0, count, _CHUNK):
-            size = min(_CHUNK, count - start)
+        for start in range(0, count, _radix.CHUNK):
+            size = min(_radix.CHUNK, count - start)
             if generator is not None:
                 keys = torch.randint(
                     -(2**31), 2**31, (size,), generator=generator, dtype=torch.int32
@@ -180,8 +142,12 @@ class _Keys:
                 if signed:
                     keys = float_keys(part.to(dtype, copy=True), self.bits, False)
                 else:
-                    if self.scratch is None or self.scratch.dtype != dtype:
-                        self.scratch = torch.empty(_CHUNK, dtype=dtype)
+                    if (
+                        self.scratch is None
+                        or self.scratch.dtype != dtype
+                        or len(self.scratch) < size
+                    ):
+                        self.scratch = torch.empty(_radix.CHUNK, dtype=dtype)
                     magnitudes = self.scratch[:size]
                     magnitudes.copy_(part)
                     keys = float_keys(magnitudes.abs_(), self.bits, True)
@@ -199,7 +165,7 @@ class _Keys:
 
 def _skip(generator: torch.Generator, count: int) -> None:
     """Advance ``generator`` past ``count`` random int32 keys."""
-    scratch = torch.empty(min(_CHUNK, max(count, 1)), dtype=torch.int32)
+    scratch = torch.empty(min(_radix.CHUNK, max(count, 1)), dtype=torch.int32)
     while count > 0:
         size = min(scratch.numel(), count)
         torch.randint(
@@ -238,7 +204,7 @@ def _below(keys: _Keys, k: int, n: int, reduce: Reduce) -> _Below | None:
     """The marker of the ``k`` smallest of ``n`` survivors (``None`` for none)."""
     if k <= 0:
         return None
-    key, less = _select(keys.source, k, keys.bits, reduce)
+    key, less = select_kth(keys.source, k, keys.bits, reduce=reduce)
     return _Below(key=key, ties=k - less)
 
 
