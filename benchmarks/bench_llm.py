@@ -29,6 +29,12 @@ saw is printed with the table.
 
 Cases:
 
+* ``torch_l1``: torch's own path, ``prune.global_unstructured(block weights,
+  prune.L1Unstructured, amount=0.5)``, the baseline of ``docs/benchmarks.md``. Its
+  peak at 403M is 11.75x the weights, so at 1.1B it cannot fit this machine; the case
+  runs under an address-space cap (``RLIMIT_AS``: the process's current size plus
+  ``MemAvailable`` less 3 GiB), so it fails with torch's allocation error instead of
+  driving the machine out of memory, and the table says how far it got.
 * ``default_call``: ``GlobalPruningContext(model, MagnitudeCriterion(amount=0.5)).prune()``,
   the plain call (``strategy="auto"``; the table says what it chose).
 * ``streaming_bool``: the same with ``strategy="streaming", mask_dtype=torch.bool``.
@@ -39,7 +45,11 @@ Cases:
 * ``sequential_wanda``: the same context through
   :func:`prunefw.sequential.prune_sequential`, block by block. Its "calibration"
   time is everything but computing and applying masks: the capture of the first
-  block's inputs plus every block forward (the observing pass and the pruned pass).
+  block's inputs plus every block forward (the observing pass and the pruned pass),
+  reported apart.
+
+*Checkpoint size.* After the global cases, ``torch.save(model.state_dict())`` to a
+temporary file: its size (the masks are part of a pruned model's state_dict).
 
 Masks are checked: exact counts (50% of the block weights for the global cases,
 ``round(0.5 * in_features)`` per row for Wanda), and ``streaming_bool`` must equal
@@ -72,7 +82,16 @@ SIZES: dict[str, tuple[int, int, int, int, int, int]] = {
     "1.1b": (2048, 5632, 22, 32, 4, 32000),
     "tiny": (64, 176, 4, 4, 2, 512),
 }
-CASES = ("plain_forward", "default_call", "streaming_bool", "oneshot_wanda", "sequential_wanda")
+CASES = (
+    "plain_forward",
+    "torch_l1",
+    "default_call",
+    "streaming_bool",
+    "oneshot_wanda",
+    "sequential_wanda",
+)
+#: Memory kept free for the rest of the machine when ``torch_l1`` gets its address-space cap.
+RESERVE = 3 * GIB
 
 
 def build_model(size: str) -> Any:
@@ -123,6 +142,19 @@ def _rss() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+def _address_space() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _available() -> int:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no MemAvailable in /proc/meminfo")
+
+
 def _trim() -> None:
     try:
         import ctypes
@@ -159,16 +191,31 @@ def run_case(name: str, size: str) -> dict[str, Any]:
         {TARGETS: prunefw.MagnitudeCriterion(amount=0.5)}, model=model
     )
     block_weights = sum(t.module.weight.numel() for t in ctx.targets)
+    pairs = [(t.module, t.name) for t in ctx.targets]
     del ctx
     timers: dict[str, float] = {"calibration_s": 0.0}
+    phase = ["capture"]
 
-    def timed(function: Callable[..., Any]) -> Callable[..., Any]:
+    def timed(function: Callable[..., Any], label: str | None = None) -> Callable[..., Any]:
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             start = time.perf_counter()
             try:
                 return function(*args, **kwargs)
             finally:
-                timers["calibration_s"] += time.perf_counter() - start
+                spent = time.perf_counter() - start
+                timers["calibration_s"] += spent
+                key = f"{label or phase[0]}_s"
+                timers[key] = timers.get(key, 0.0) + spent
+
+        return wrapper
+
+    def observing(function: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            phase[0] = "observing"
+            try:
+                return function(*args, **kwargs)
+            finally:
+                phase[0] = "pruned_pass"
 
         return wrapper
 
@@ -178,6 +225,22 @@ def run_case(name: str, size: str) -> dict[str, Any]:
         def run() -> None:
             with torch.no_grad():
                 model(data)
+
+    elif name == "torch_l1":
+        from torch.nn.utils import prune
+
+        def run() -> None:
+            cap = _address_space() + max(_available() - RESERVE, GIB)
+            resource.setrlimit(resource.RLIMIT_AS, (cap, resource.RLIM_INFINITY))
+            result["cap_above_model_bytes"] = cap - _address_space()
+            try:
+                prune.global_unstructured(pairs, prune.L1Unstructured, amount=0.5)
+            except RuntimeError as exc:  # torch's "DefaultCPUAllocator: can't allocate memory"
+                if "alloc" not in str(exc):
+                    raise
+                result["out_of_memory"] = str(exc).splitlines()[0][:160]
+            finally:
+                resource.setrlimit(resource.RLIMIT_AS, (resource.RLIM_INFINITY,) * 2)
 
     elif name in ("default_call", "streaming_bool"):
         options: dict[str, Any] = {}
@@ -203,7 +266,9 @@ def run_case(name: str, size: str) -> dict[str, Any]:
 
         else:
             sequential._call_block = timed(sequential._call_block)  # type: ignore[assignment]
-            sequential._capture = timed(sequential._capture)  # type: ignore[assignment]
+            sequential._capture = timed(sequential._capture, "capture")  # type: ignore[assignment]
+            layer = type(ctx)
+            layer._prune_all = observing(layer._prune_all)  # type: ignore[method-assign]
             blocks: list[int] = []
 
             def run() -> None:
@@ -236,7 +301,7 @@ def run_case(name: str, size: str) -> dict[str, Any]:
         torch_threads=torch.get_num_threads(),
     )
     if name.endswith("wanda"):
-        result["calibration_s"] = timers["calibration_s"]
+        result.update(timers)
     masks = _masks(model)
     if masks:
         pruned = sum(int((mask == 0).sum()) for mask in masks)
@@ -250,7 +315,22 @@ def run_case(name: str, size: str) -> dict[str, Any]:
             result["check"] = "ok" if rows_ok and len(masks) == 7 * SIZES[size][2] else "FAIL"
         else:
             result["check"] = "ok" if pruned == round(0.5 * block_weights) else "FAIL"
+            result.update(_checkpoint_sizes(model))
     return result
+
+
+def _checkpoint_sizes(model: Any) -> dict[str, int]:
+    """Bytes of ``torch.save(model.state_dict())`` and of its masks."""
+    import tempfile
+
+    import torch
+
+    state = model.state_dict()
+    masks = sum(t.numel() * t.element_size() for k, t in state.items() if k.endswith("_mask"))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.pt"
+        torch.save(state, path)
+        return {"checkpoint_bytes": path.stat().st_size, "mask_bytes": masks}
 
 
 # --------------------------------------------------------------------------- driver
@@ -292,11 +372,27 @@ def table(results: Sequence[dict[str, Any]]) -> str:
             notes.append(f"masks {r['check']} ({r['pruned']:,} pruned, {r['mask_dtype']})")
         if r.get("strategy_used"):
             notes.append(f"ran {r['strategy_used']}")
+        if "out_of_memory" in r:
+            notes.append(
+                f"did not fit: out of memory after {r['time_s']:.1f} s with a cap of "
+                f"{r['cap_above_model_bytes'] / GIB:.1f} GiB above the model "
+                f"({r['out_of_memory']})"
+            )
+        if "checkpoint_bytes" in r:
+            notes.append(
+                f"state_dict file {r['checkpoint_bytes'] / GIB:.2f} GiB "
+                f"(masks {r['mask_bytes'] / GIB:.2f} GiB)"
+            )
         if "calibration_s" in r:
             ratio = (
                 f" = {r['calibration_s'] / forward['time_s']:.2f}x plain_forward" if forward else ""
             )
             notes.append(f"calibration {r['calibration_s']:.1f} s{ratio}")
+            if "observing_s" in r:
+                notes.append(
+                    f"of which capture {r.get('capture_s', 0.0):.1f} s, observing passes "
+                    f"{r['observing_s']:.1f} s, pruned passes {r.get('pruned_pass_s', 0.0):.1f} s"
+                )
         if "progress_events" in r:
             notes.append(f"{r['progress_events']} progress events")
         rows.append(
