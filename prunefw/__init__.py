@@ -42,6 +42,7 @@ from prunefw.oneshot import prune_model
 from prunefw.permanence import make_permanent
 from prunefw.registry import available_criteria, criterion
 from prunefw.schedule import GradualPruner
+from prunefw.sequential import prune_sequential
 from prunefw.shrink import shrink
 from prunefw.sparsity import SparsityReport, TensorSparsity, sparsity_report
 
@@ -68,6 +69,7 @@ __all__ = [
     "load_pruned_state_dict",
     "make_permanent",
     "prune_model",
+    "prune_sequential",
     "shrink",
     "sparsity_report",
 ]

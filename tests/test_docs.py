@@ -136,3 +136,11 @@ def test_transformers_guide_code_blocks_run_in_order():
     namespace: dict[str, object] = {}
     for block in code_blocks(DOCS / "transformers.md"):
         exec(compile(block, "docs/transformers.md", "exec"), namespace)
+
+
+def test_scale_guide_code_blocks_run_in_order():
+    namespace: dict[str, object] = {}
+    blocks = code_blocks(DOCS / "scale.md")
+    assert len(blocks) >= 3
+    for block in blocks:
+        exec(compile(block, "docs/scale.md", "exec"), namespace)
