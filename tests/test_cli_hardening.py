@@ -611,6 +611,11 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
+def _default_signal_handling() -> None:
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 def _start_slow_write(
     tmp_path: Path, out: str, writer: str = "prunefw.cli._writing._torch_save"
 ) -> subprocess.Popen:
@@ -623,6 +628,7 @@ def _start_slow_write(
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
+        preexec_fn=_default_signal_handling,  # under nohup, SIGHUP would stay ignored
     )
     assert process.stdout.readline() == "writing\n"
     return process
