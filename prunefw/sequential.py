@@ -231,8 +231,12 @@ def _rows(batch: Any) -> tuple[int, int] | None:
     return None
 
 
-class _Captured(Exception):
-    """Stops the model's forward once the first block's inputs are recorded."""
+class _Captured(BaseException):
+    """Stops the model's forward once the first block's inputs are recorded.
+
+    A ``BaseException`` (like ``KeyboardInterrupt``), so a ``forward=`` wrapper that
+    turns every ``Exception`` into its own error lets it through.
+    """
 
 
 def _capture(

@@ -300,6 +300,43 @@ def test_calibration_with_a_list_of_dicts_and_a_token_tensor(models, tmp_path, c
         assert torch.equal(logits(model), expected)
 
 
+def test_sequential_calibration_prunes_block_by_block(models, tmp_path, capsys):
+    wanda = pytest.importorskip("prunefw_wanda")
+    tokens = tmp_path / "tokens.pt"
+    torch.save(TOKENS, tokens)
+    out = tmp_path / "sequential.safetensors"
+    argv = ["prune", "--model", str(models["llama"]), "--recipe", str(models["wanda"])]
+    assert main([*argv, "--calibration", str(tokens), "--sequential", "--out", str(out)]) == 0
+    model, _ = load_model(str(models["llama"]), out)
+    # the same procedure in-process, through the library's own entry point
+    from prunefw import LayerPruningContext, prune_sequential
+
+    expected = transformers.AutoModelForCausalLM.from_pretrained(
+        models["llama"], local_files_only=True
+    )
+    ctx = LayerPruningContext(
+        {"model.layers.*.*.*_proj": wanda.WandaCriterion(0.5)}, model=expected
+    )
+    prune_sequential(ctx, TOKENS)
+    one_shot = reference(models["llama"], models["wanda"], calibration_data=[TOKENS])
+    state, sequential, plain = model.state_dict(), expected.state_dict(), one_shot.state_dict()
+    mask_keys = [key for key in state if key.endswith("weight_mask")]
+    assert len(mask_keys) == 14
+    assert all(torch.equal(state[key], sequential[key]) for key in mask_keys)
+    assert not all(torch.equal(state[key], plain[key]) for key in mask_keys)
+    assert torch.equal(logits(model), logits(expected))
+
+
+def test_sequential_needs_calibration_inputs(models, tmp_path, capsys):
+    argv = ["prune", "--model", str(models["llama"]), "--recipe", str(models["wanda"])]
+    assert main([*argv, "--sequential", "--out", str(tmp_path / "o.pt")]) == 1
+    assert error(capsys) == (
+        "--sequential calibrates block by block and needs calibration inputs: "
+        "add --calibration FILE (or drop --sequential)"
+    )
+    assert not (tmp_path / "o.pt").exists()
+
+
 @pytest.mark.parametrize(
     ("content", "message"),
     [

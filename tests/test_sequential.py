@@ -210,3 +210,60 @@ def test_llama_with_wanda_block_by_block(monkeypatch):
         assert torch.equal(a, b)
     x = torch.randint(0, 50, (2, 5))
     assert torch.equal(model(x).logits, reference(x).logits)
+
+
+def test_a_forward_wrapper_that_catches_every_exception_still_works():
+    """The capture's stop signal is not an Exception: wrappers such as the CLI's let it through."""
+    model, reference = chain(), chain()
+    calls = []
+
+    def forward(net, batch):
+        calls.append(batch.shape)
+        try:
+            return net(batch)
+        except Exception as exc:  # what a wrapper naming the failing batch does
+            raise RuntimeError("the batch failed") from exc
+
+    keys = [f"{i}.0" for i in range(4)]
+    prune_sequential(
+        LayerPruningContext({key: InputNorm(0.5) for key in keys}, model=model),
+        batches(),
+        blocks=model,
+        forward=forward,
+    )
+    prune_sequential(
+        LayerPruningContext({key: InputNorm(0.5) for key in keys}, model=reference),
+        batches(),
+        blocks=reference,
+    )
+    assert len(calls) == 3
+    for a, b in zip(masks(model), masks(reference), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_apply_recipe_sequential_calibrates_block_by_block():
+    import types
+
+    import prunefw
+    from prunefw.plugin_manager import PluginManager
+    from prunefw.recipes import Recipe, apply_recipe
+    from prunefw.registry import CriterionRegistry
+
+    plugin = types.SimpleNamespace(prunefw_register_criteria=prunefw.hookimpl(lambda: [InputNorm]))
+    manager = PluginManager(autoload=False)
+    manager.register(plugin, name="input-norm")
+    recipe = Recipe.from_dict(
+        {"layer": [{"match": "*.0", "criteria": [{"name": "test-input-norm", "amount": 0.5}]}]},
+        registry=CriterionRegistry.from_plugin_manager(manager),
+    )
+    model, reference, one_shot = chain(), chain(), chain()
+    apply_recipe(model, recipe, calibration_data=batches(), sequential=True)
+    keys = [f"{i}.0" for i in range(4)]
+    prune_sequential(
+        LayerPruningContext({key: InputNorm(0.5) for key in keys}, model=reference),
+        batches(),
+        blocks=reference,
+    )
+    apply_recipe(one_shot, recipe, calibration_data=batches())
+    assert all(torch.equal(a, b) for a, b in zip(masks(model), masks(reference), strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(masks(model), masks(one_shot), strict=True))

@@ -225,6 +225,11 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         check_file_output(args.out)  # a bad --out fails before the work, not after
+    if args.sequential and args.calibration is None:
+        raise InvalidArgumentError(
+            "--sequential calibrates block by block and needs calibration inputs: "
+            "add --calibration FILE (or drop --sequential)"
+        )
     model, history = load_model(args.model, args.checkpoint)
     batches: list[_Batch] | None = None
     forward: Forward | None = None
@@ -234,7 +239,12 @@ def run(args: argparse.Namespace) -> int:
         )
     with ProgressBars(enabled=progress_enabled(args.quiet)) as track:
         contexts = apply_recipe(
-            model, recipe, calibration_data=batches, forward=forward, track=track
+            model,
+            recipe,
+            calibration_data=batches,
+            forward=forward,
+            track=track,
+            sequential=args.sequential,
         )
     applied = PruningHistory.from_contexts(contexts)
     history = history + applied
@@ -321,6 +331,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         type=positive_int,
         default=32,
         help="calibration batch size when --calibration holds one tensor (default 32)",
+    )
+    parser.add_argument(
+        "--sequential",
+        action="store_true",
+        help="calibrate block by block (decoder layers), each on the outputs of the pruned "
+        "blocks before it, one block's statistics at a time: the Wanda/SparseGPT procedure, "
+        "for large models (see docs/scale.md)",
     )
     parser.add_argument("--json", action="store_true", help="print the resulting report as JSON")
     parser.set_defaults(run=run)

@@ -23,6 +23,7 @@ from prunefw.recipes.messages import recipe_error
 from prunefw.recipes.schema import CriterionSpec, LayerRule, Recipe
 from prunefw.registry import default_registry
 from prunefw.schedule import GradualPruner
+from prunefw.sequential import prune_sequential
 from prunefw.targets import PruningTarget
 
 __all__ = ["Tracker", "apply_recipe", "gradual_pruner"]
@@ -65,6 +66,7 @@ def apply_recipe(
     calibration_data: Iterable[Any] | None = None,
     forward: Forward | None = None,
     track: Tracker | None = None,
+    sequential: bool = False,
 ) -> list[PruningContext]:
     """Prune ``model`` as ``recipe`` says, all-or-nothing.
 
@@ -87,6 +89,12 @@ def apply_recipe(
             :meth:`~prunefw.PruningContext.prune`).
         track: Progress reporting: wraps the contexts and the calibration batches
             (see :class:`Tracker`); default: none.
+        sequential: Calibrate the layer rules block by block
+            (:func:`~prunefw.sequential.prune_sequential`: each decoder layer on the
+            outputs of the already-pruned layers before it, one layer's statistics
+            at a time) instead of running the whole model once. Only the context
+            whose criteria need calibration is affected; its targets must lie in
+            the model's blocks (e.g. ``model.layers``).
 
     Returns:
         The contexts that were applied, in order (record them with
@@ -159,7 +167,10 @@ def apply_recipe(
                 total = len(batches) if isinstance(batches, Sized) else None
                 data = track(batches, "calibration", total)
             try:
-                ctx.prune(data, forward=forward)
+                if sequential and data is not None:
+                    prune_sequential(ctx, data, forward=forward)
+                else:
+                    ctx.prune(data, forward=forward)
             except Exception as exc:
                 add_note(exc, f"in {recipe.source} [{where}]")
                 raise
