@@ -137,22 +137,14 @@ def tokens(size: str) -> Any:
     return torch.randint(0, SIZES[size][5], (batch, length), generator=generator)
 
 
+def _statm(field: int) -> int:
+    """Bytes of ``/proc/self/statm``'s field: 0 the address space, 1 the resident set."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[field]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def _rss() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _address_space() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _available() -> int:
-    with open("/proc/meminfo") as meminfo:
-        for line in meminfo:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    raise OSError("no MemAvailable in /proc/meminfo")
+    return _statm(1)
 
 
 def _trim() -> None:
@@ -229,10 +221,15 @@ def run_case(name: str, size: str) -> dict[str, Any]:
     elif name == "torch_l1":
         from torch.nn.utils import prune
 
+        from prunefw.contexts.global_context import available_memory
+
         def run() -> None:
-            cap = _address_space() + max(_available() - RESERVE, GIB)
+            available = available_memory()  # the figure strategy="auto" decides with
+            if available is None:
+                raise OSError("the available memory is unknown: no cap for torch_l1")
+            cap = _statm(0) + max(available - RESERVE, GIB)
             resource.setrlimit(resource.RLIMIT_AS, (cap, resource.RLIM_INFINITY))
-            result["cap_above_model_bytes"] = cap - _address_space()
+            result["cap_above_model_bytes"] = cap - _statm(0)
             try:
                 prune.global_unstructured(pairs, prune.L1Unstructured, amount=0.5)
             except RuntimeError as exc:  # torch's "DefaultCPUAllocator: can't allocate memory"
